@@ -1,0 +1,37 @@
+"""promptkit: prompt-based learning with pretrained language models."""
+
+from promptkit.backbones import list_backbones, load_backbone
+from promptkit.data import as_examples, list_tasks, load_task, sample_k_shot
+from promptkit.errors import (
+    BackboneError,
+    CatalogError,
+    DataError,
+    EncodingError,
+    PromptkitError,
+    TemplateError,
+    VerbalizerError,
+)
+from promptkit.model import PromptModel
+from promptkit.template import Prompt, Segment, Template
+from promptkit.verbalizer import Verbalizer
+
+__all__ = [
+    "BackboneError",
+    "CatalogError",
+    "DataError",
+    "EncodingError",
+    "Prompt",
+    "PromptModel",
+    "PromptkitError",
+    "Segment",
+    "Template",
+    "TemplateError",
+    "Verbalizer",
+    "VerbalizerError",
+    "as_examples",
+    "list_backbones",
+    "list_tasks",
+    "load_backbone",
+    "load_task",
+    "sample_k_shot",
+]

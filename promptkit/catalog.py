@@ -1,0 +1,155 @@
+"""Ready-made templates and verbalizers, stored as YAML data files.
+
+``templates/<task>.yaml`` and ``verbalizers/<task>.yaml`` hold one task each; entries are
+addressed as ``"<task>/<name>"``. The folders ship inside the wheel (as the packages
+``promptkit.templates`` / ``promptkit.verbalizers``) and are found beside the package in a
+source checkout. Files are read with ``yaml.safe_load`` only.
+
+File layout::
+
+    # templates/sst2.yaml
+    task: sst2
+    example: {text: "a gem of a film.", label: 1}
+    templates:
+      it_was:
+        text: "{{ text }} It was {{ mask }}."
+        verbalizer: great_terrible     # the verbalizer it is meant for
+        description: PET pattern
+
+    # verbalizers/sst2.yaml
+    task: sst2
+    verbalizers:
+      great_terrible:
+        label_words: {0: ["terrible"], 1: ["great"]}
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from promptkit.errors import CatalogError, PromptkitError, did_you_mean
+from promptkit.template import Template
+from promptkit.verbalizer import Verbalizer
+
+Kind = Literal["templates", "verbalizers"]
+_TEMPLATE_KEYS = {"text", "chat", "description", "verbalizer"}
+
+
+def catalog_dir(kind: Kind) -> Path:
+    """Folder of the shipped ``templates`` or ``verbalizers`` files."""
+    checkout = Path(__file__).resolve().parent.parent / kind
+    if checkout.is_dir():
+        return checkout
+    return Path(str(importlib.resources.files(f"promptkit.{kind}")))
+
+
+@cache
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise CatalogError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path} must hold a mapping with 'task' and entries, got {type(data).__name__}")
+    return data
+
+
+def read_templates(path: str | Path) -> dict[str, Template]:
+    """All templates of one YAML file, by name (each gets the file's ``example``)."""
+    data = _read(Path(path))
+    task = data.get("task", Path(path).stem)
+    entries = data.get("templates") or {}
+    out = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict) or "text" not in entry or set(entry) - _TEMPLATE_KEYS:
+            raise CatalogError(
+                f"{path}: template {name!r} must be a mapping with 'text' and optionally "
+                f"{sorted(_TEMPLATE_KEYS - {'text'})}; got {entry!r}"
+            )
+        try:
+            out[name] = Template(
+                entry["text"],
+                name=f"{task}/{name}",
+                chat=bool(entry.get("chat", False)),
+                example=data.get("example"),
+                description=entry.get("description", ""),
+            )
+        except PromptkitError as err:
+            raise CatalogError(f"{path}: {err}") from None
+    return out
+
+
+def read_verbalizers(path: str | Path) -> dict[str, Verbalizer]:
+    """All verbalizers of one YAML file, by name."""
+    data = _read(Path(path))
+    task = data.get("task", Path(path).stem)
+    out = {}
+    for name, entry in (data.get("verbalizers") or {}).items():
+        if not isinstance(entry, dict) or "label_words" not in entry:
+            raise CatalogError(f"{path}: verbalizer {name!r} must be a mapping with 'label_words'; got {entry!r}")
+        try:
+            out[name] = Verbalizer(entry["label_words"], name=f"{task}/{name}")
+        except PromptkitError as err:
+            raise CatalogError(f"{path}: {err}") from None
+    return out
+
+
+def _tasks(kind: Kind) -> list[str]:
+    return sorted(p.stem for p in catalog_dir(kind).glob("*.yaml"))
+
+
+def _split(name: str, kind: Kind) -> tuple[str, str]:
+    task, sep, entry = name.partition("/")
+    if not sep or task not in _tasks(kind):
+        known = _tasks(kind)
+        raise CatalogError(
+            f"unknown {kind[:-1]} {name!r}: names look like 'task/name' with task one of {known}."
+            f"{did_you_mean(task, known)}"
+        )
+    return task, entry
+
+
+def _lookup(name: str, kind: Kind):
+    task, entry = _split(name, kind)
+    path = catalog_dir(kind) / f"{task}.yaml"
+    items = read_templates(path) if kind == "templates" else read_verbalizers(path)
+    if entry not in items:
+        raise CatalogError(f"unknown {kind[:-1]} {name!r}; {task} has {sorted(items)}.{did_you_mean(entry, items)}")
+    return items[entry]
+
+
+def load_template(name: str) -> Template:
+    """A shipped template, e.g. ``load_template("sst2/it_was")``."""
+    return _lookup(name, "templates")
+
+
+def load_verbalizer(name: str) -> Verbalizer:
+    """A shipped verbalizer, e.g. ``load_verbalizer("sst2/great_terrible")``."""
+    return _lookup(name, "verbalizers")
+
+
+def paired_verbalizer(template_name: str) -> str:
+    """Name of the verbalizer a shipped template is meant for (its ``verbalizer:`` key)."""
+    task, entry = _split(template_name, "templates")
+    load_template(template_name)  # validates the entry exists
+    raw = _read(catalog_dir("templates") / f"{task}.yaml")["templates"][entry]
+    return (
+        f"{task}/{raw.get('verbalizer') or next(iter(read_verbalizers(catalog_dir('verbalizers') / f'{task}.yaml')))}"
+    )
+
+
+def list_templates(task: str | None = None) -> list[str]:
+    """Names of shipped templates, of one task or all."""
+    tasks = [task] if task else _tasks("templates")
+    return [f"{t}/{n}" for t in tasks for n in read_templates(catalog_dir("templates") / f"{t}.yaml")]
+
+
+def list_verbalizers(task: str | None = None) -> list[str]:
+    """Names of shipped verbalizers, of one task or all."""
+    tasks = [task] if task else _tasks("verbalizers")
+    return [f"{t}/{n}" for t in tasks for n in read_verbalizers(catalog_dir("verbalizers") / f"{t}.yaml")]

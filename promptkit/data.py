@@ -1,0 +1,382 @@
+"""Benchmark tasks, k-shot sampling and input coercion.
+
+Rows are plain dicts with the task's normalised text fields, ``"label"`` (``None`` on
+unlabeled splits) and ``"idx"`` where the file has one. Text fields are stripped of
+leading/trailing whitespace (SST-2 has a space before each tab).
+
+AG News text goes through :func:`clean_ag_news_text`. The CSV marks line breaks with a
+bare backslash (``second\\team``; ``\\\\`` between paragraphs; not ``\\n`` as its
+readme says), writes dollar signs as ``\\$``, has HTML entities (``&lt;``) and entity
+remnants whose ``&`` became a space (``Japan #39;s``, ``AT amp;T``, `` quot;``). We map
+``\\$`` to ``$``, other backslash runs to a space, both entity forms to their
+characters, and collapse whitespace; HTML tags such as ``<b>...</b>`` are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import html
+import json
+import logging
+import math
+import os
+import random
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptkit.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "PROMPTKIT_DATA"
+_RENAMES = {"sentence": "text", "index": "idx"}
+_NLI = ("premise", "hypothesis")
+_ENTITY_REMNANT = re.compile(r"(?:^| )(#\d+|quot|amp|lt|gt|hellip);")
+_BOOLS = {"true": True, "false": False}
+_SG = {
+    "train": "superglue/train.jsonl",
+    "val": "superglue/val.jsonl",
+    "test": "superglue/test.jsonl",
+    "fewglue_train": "fewglue/train.jsonl",
+    "fewglue_dev32": "fewglue_32dev/dev32.jsonl",
+}
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A benchmark task: label set, text fields and split files (relative to the data root)."""
+
+    name: str
+    labels: tuple
+    fields: tuple[str, ...]
+    splits: dict[str, str] = field(hash=False)
+    description: str
+    default_eval_split: str
+    default_train_split: str | None = None
+    unlabeled_splits: tuple[str, ...] = ()
+    drop_invalid_labels: bool = False
+
+
+TASKS: dict[str, TaskInfo] = {
+    t.name: t
+    for t in (
+        TaskInfo(
+            "sst2",
+            (0, 1),
+            ("text",),
+            {s: f"sst2/{s}.tsv" for s in ("train", "dev", "test")},
+            "SST-2 binary sentiment (0 negative, 1 positive)",
+            "dev",
+            "train",
+            ("test",),
+        ),
+        TaskInfo(
+            "ag_news",
+            (1, 2, 3, 4),
+            ("title", "description"),
+            {"test": "ag_news/test.csv"},
+            "AG News topics (1 World, 2 Sports, 3 Business, 4 Sci/Tech)",
+            "test",
+        ),
+        TaskInfo(
+            "rte",
+            ("entailment", "not_entailment"),
+            _NLI,
+            {k: f"rte/{v}" for k, v in _SG.items()},
+            "RTE textual entailment (SuperGLUE)",
+            "val",
+            "train",
+            ("test",),
+        ),
+        TaskInfo(
+            "cb",
+            ("entailment", "contradiction", "neutral"),
+            _NLI,
+            {k: f"cb/{v}" for k, v in _SG.items()},
+            "CommitmentBank (SuperGLUE)",
+            "val",
+            "train",
+            ("test",),
+        ),
+        TaskInfo(
+            "boolq",
+            (False, True),
+            ("passage", "question"),
+            {k: f"boolq/{_SG[k]}" for k in ("val", "fewglue_train", "fewglue_dev32")},
+            "BoolQ yes/no questions (SuperGLUE)",
+            "val",
+            "fewglue_train",
+        ),
+        TaskInfo(
+            "mnli",
+            ("entailment", "neutral", "contradiction"),
+            _NLI,
+            {"dev_matched": "mnli/dev_matched.jsonl"},
+            "MultiNLI dev-matched",
+            "dev_matched",
+        ),
+        TaskInfo(
+            "snli",
+            ("entailment", "neutral", "contradiction"),
+            _NLI,
+            {"dev": "snli/dev.jsonl"},
+            "SNLI 1.0 dev (no-consensus '-' rows dropped)",
+            "dev",
+            drop_invalid_labels=True,
+        ),
+    )
+}
+
+
+def _unknown(kind: str, value: object, valid: Iterable[object]) -> str:
+    """Build an 'unknown name' message listing valid choices and the closest match."""
+    names = [str(v) for v in valid]
+    close = difflib.get_close_matches(str(value), names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown {kind} {value!r}; valid: {', '.join(names)}.{hint}"
+
+
+def data_root() -> Path:
+    """Return the benchmark data folder.
+
+    Uses ``$PROMPTKIT_DATA`` if set, else the first ``<ancestor>/shared/data`` folder
+    found above the current directory or above this file.
+
+    Example:
+        >>> (data_root() / "sst2").is_dir()  # doctest: +SKIP
+        True
+    """
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise DataError(
+                f"${ENV_VAR}={env!r} is not a directory; point it at the folder "
+                "holding sst2/, ag_news/, ... or unset it."
+            )
+        return path
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for ancestor in (start, *start.parents):
+            if (ancestor / "shared" / "data").is_dir():
+                return ancestor / "shared" / "data"
+    raise DataError(
+        f"No 'shared/data' folder found above {Path.cwd()} or {Path(__file__).parent}; "
+        f"set ${ENV_VAR} to the benchmark data folder."
+    )
+
+
+def list_tasks() -> list[str]:
+    """Return the registered task names, sorted.
+
+    Example:
+        >>> "sst2" in list_tasks()
+        True
+    """
+    return sorted(TASKS)
+
+
+def get_task(name: str) -> TaskInfo:
+    """Return the :class:`TaskInfo` for ``name``.
+
+    Example:
+        >>> get_task("rte").labels
+        ('entailment', 'not_entailment')
+    """
+    try:
+        return TASKS[name]
+    except (KeyError, TypeError):
+        raise DataError(_unknown("task", name, list_tasks())) from None
+
+
+def clean_ag_news_text(text: str) -> str:
+    """Undo AG News escaping: ``\\$`` -> ``$``, other backslash runs -> space, entity remnants.
+
+    Example:
+        >>> clean_ag_news_text("Japan #39;s \\\\$5 deal\\\\new  plan")
+        "Japan's $5 deal new plan"
+    """
+    text = html.unescape(text.replace("\\$", "$"))
+    text = re.sub(r"\\+", " ", text)
+    text = _ENTITY_REMNANT.sub(lambda m: html.unescape(f"&{m[1]};"), text)
+    return " ".join(text.split())
+
+
+def _read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield raw rows (source column names) from a .tsv, header-less AG News .csv or .jsonl."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        if path.suffix == ".tsv":
+            yield from csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        elif path.suffix == ".csv":
+            for rec in csv.reader(handle):
+                yield dict(zip(("label", "title", "description"), rec))
+        else:
+            for line_no, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise DataError(f"{path}:{line_no} is not valid JSON ({err}).") from None
+
+
+def _coerce_label(raw: Any, labels: tuple) -> Any:
+    """Map a raw file label onto the task's label type; return ``...`` if it is not valid."""
+    kind = type(labels[0])
+    if kind is bool:
+        value = raw if isinstance(raw, bool) else _BOOLS.get(str(raw).lower())
+    elif kind is int and not isinstance(raw, bool):
+        value = int(raw) if str(raw).strip().lstrip("-").isdigit() else None
+    else:
+        value = raw.strip() if isinstance(raw, str) else None
+    return value if value is not None and value in labels else ...
+
+
+def _normalise(raw: dict[str, Any], task: TaskInfo, labeled: bool, where: str) -> dict[str, Any] | None:
+    """Turn one raw row into a normalised row; ``None`` if it must be dropped."""
+    raw = {_RENAMES.get(k, k): v for k, v in raw.items()}
+    row: dict[str, Any] = {}
+    for name in task.fields:
+        if not isinstance(raw.get(name), str):
+            raise DataError(f"{where}: field {name!r} missing or not text; row has {sorted(raw)}.")
+        text = raw[name].strip()
+        row[name] = clean_ag_news_text(text) if task.name == "ag_news" else text
+    row["label"] = None
+    if labeled:
+        label = _coerce_label(raw.get("label"), task.labels)
+        if label is ...:
+            if task.drop_invalid_labels:
+                return None
+            raise DataError(f"{where}: label {raw.get('label')!r} is not one of {task.labels}.")
+        row["label"] = label
+    if "idx" in raw:
+        row["idx"] = int(raw["idx"])
+    return row
+
+
+def load_task(
+    name: str, split: str | None = None, *, root: str | Path | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Load one split of a task as a list of normalised row dicts.
+
+    Args:
+        name: task name (see :func:`list_tasks`).
+        split: split name; defaults to the task's ``default_eval_split``.
+        root: data folder; defaults to :func:`data_root`.
+        limit: keep only the first ``limit`` rows (after any dropped rows).
+
+    Example:
+        >>> load_task("sst2", "dev", limit=1)  # doctest: +SKIP
+        [{'text': "it 's a charming and often affecting journey .", 'label': 1}]
+    """
+    task = get_task(name)
+    split = task.default_eval_split if split is None else split
+    if split not in task.splits:
+        raise DataError(_unknown(f"split of task {name!r}", split, task.splits))
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise DataError(f"limit must be a non-negative int or None, got {limit!r}.")
+    path = Path(root if root is not None else data_root()) / task.splits[split]
+    if not path.is_file():
+        raise DataError(
+            f"Data file for {name}/{split} not found: {path}. "
+            f"Set ${ENV_VAR} (or pass root=) to the folder that holds "
+            f"{task.splits[split]}."
+        )
+    labeled, kept, dropped = split not in task.unlabeled_splits, [], 0
+    for line_no, raw in enumerate(_read_rows(path), 1):
+        if limit is not None and len(kept) >= limit:
+            break
+        row = _normalise(raw, task, labeled, f"{path}:{line_no}")
+        if row is None:
+            dropped += 1
+        else:
+            kept.append(row)
+    if task.drop_invalid_labels:
+        logger.info("%s/%s: dropped %d rows with labels outside %s", name, split, dropped, task.labels)
+    logger.debug("Loaded %d rows from %s", len(kept), path)
+    return kept
+
+
+def sample_k_shot(
+    examples: Any, k: int, *, seed: int, label_key: str = "label", allow_fewer: bool = False
+) -> list[dict[str, Any]]:
+    """Draw ``k`` examples per class, deterministically for ``seed``, in shuffled order.
+
+    Classes are visited in sorted order (first-seen order if labels don't sort); one
+    ``random.Random(seed)`` picks each class's rows and then shuffles the result.
+
+    Example:
+        >>> rows = [{"text": str(i), "label": i % 2} for i in range(10)]
+        >>> len(sample_k_shot(rows, 2, seed=0))
+        4
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise DataError(f"k must be a positive int, got {k!r}.")
+    by_class: dict[Any, list[dict[str, Any]]] = {}
+    for i, row in enumerate(as_examples(examples)):
+        if label_key not in row:
+            close = difflib.get_close_matches(str(label_key), [str(key) for key in row], n=1)
+            hint = f" Did you mean label_key={close[0]!r}?" if close else ""
+            raise DataError(f"Example {i} has no {label_key!r} key; its keys: {list(row)}.{hint}")
+        if row[label_key] is None:
+            raise DataError(f"Example {i} has label None (unlabeled split?); k-shot needs labels.")
+        by_class.setdefault(row[label_key], []).append(row)
+    try:
+        classes = sorted(by_class)
+    except TypeError:
+        classes = list(by_class)
+    rng = random.Random(seed)
+    picked: list[dict[str, Any]] = []
+    for label in classes:
+        pool = by_class[label]
+        if len(pool) < k and not allow_fewer:
+            raise DataError(
+                f"Class {label!r} has only {len(pool)} examples, fewer than k={k}; "
+                "pass allow_fewer=True to take all of them."
+            )
+        picked.extend(dict(row) for row in rng.sample(pool, min(k, len(pool))))
+    rng.shuffle(picked)
+    return picked
+
+
+def _py(value: Any) -> Any:
+    """Convert numpy scalars to Python scalars and pandas missing values to None."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def as_examples(data: Any) -> list[dict[str, Any]]:
+    """Coerce a dict, list of dicts, pandas DataFrame or ``datasets.Dataset`` to row dicts.
+
+    Example:
+        >>> as_examples({"text": "great", "label": 1})
+        [{'text': 'great', 'label': 1}]
+    """
+    module, kind = type(data).__module__, type(data).__name__
+    if isinstance(data, (str, bytes)):
+        raise DataError(f"got a {kind}; pass a dict like {{'text': ...}} or a list of them.")
+    if module.startswith("datasets") and kind.endswith("DatasetDict"):
+        raise DataError(f"got a {kind} with splits {list(data.keys())}; did you mean data['train']?")
+    if module.startswith("datasets"):
+        return [dict(row) for row in data]
+    if module.startswith("pandas") and hasattr(data, "to_dict"):
+        records = data.to_dict("records") if hasattr(data, "columns") else [data.to_dict()]
+        return [{str(key): _py(val) for key, val in rec.items()} for rec in records]
+    if isinstance(data, Mapping):
+        return [dict(data)]
+    if isinstance(data, (list, tuple)):
+        for i, row in enumerate(data):
+            if not isinstance(row, Mapping):
+                raise DataError(
+                    f"Item {i} is a {type(row).__name__}, not a dict; every example must be a dict of field -> value."
+                )
+        return [dict(row) for row in data]
+    raise DataError(
+        f"Unsupported data type {module}.{kind}; pass a dict, a list of dicts, "
+        "a pandas DataFrame or a datasets.Dataset."
+    )

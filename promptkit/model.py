@@ -1,0 +1,212 @@
+"""PromptModel: a template, a verbalizer and a language model scored as a classifier.
+
+Inference follows the transformers pipeline shape: render + encode (preprocess), run
+the LM with the head applied only where it is read (forward), then combine label words,
+calibrate and normalise (postprocess).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from promptkit import persistence
+from promptkit.backbones import DEFAULT_BACKBONE, HeadKind, load_backbone
+from promptkit.cloze import ClozeBatch, ClozeEncoder
+from promptkit.data import as_examples
+from promptkit.errors import PromptkitError
+from promptkit.label_words import LabelWordTable
+from promptkit.scoring import Combine, calibrated, combine_words, head_only_at, mean_prior, word_log_probs
+from promptkit.template import Template, render_all
+from promptkit.verbalizer import Label, Verbalizer
+
+logger = logging.getLogger(__name__)
+Calibration = Literal["none", "content_free", "batch"]
+CONTENT_FREE = ("N/A", "", "[MASK]")
+_PROGRESS_FROM = 256  # show a progress bar from this many examples on
+
+
+class PromptModel(torch.nn.Module):
+    """Classify examples by scoring label words at a template's mask.
+
+    Args:
+        backbone: a Hugging Face masked-LM or causal-LM model.
+        tokenizer: its fast tokenizer.
+        template: how an example becomes a cloze prompt.
+        verbalizer: the labels and their words.
+        head: ``"mlm"`` or ``"causal"``; detected from the backbone if None.
+        calibrate: ``"none"``; ``"content_free"`` (contextual calibration: divide by the
+            label distribution the model gives content-free inputs such as ``"N/A"``); or
+            ``"batch"`` (divide by the mean label distribution over unlabeled inputs,
+            fitted with :meth:`fit_calibration`, else estimated on the inputs predicted).
+        combine: how several words of one label are combined, ``"logsumexp"`` or ``"mean"``.
+        max_length: most tokens per prompt; longer prompts lose tokens of their longest input.
+        batch_size: examples per forward pass.
+        name_or_path: where the backbone came from (kept when saving without weights).
+
+    Example:
+        >>> model = PromptModel.from_pretrained(  # doctest: +SKIP
+        ...     "smollm2-135m", template=load_template("sst2/it_was"),
+        ...     verbalizer=load_verbalizer("sst2/great_terrible"), calibrate="content_free")
+        >>> model.predict([{"text": "A gem of a film."}])  # doctest: +SKIP
+        [1]
+    """
+
+    def __init__(
+        self,
+        backbone: torch.nn.Module,
+        tokenizer: Any,
+        template: Template,
+        verbalizer: Verbalizer,
+        *,
+        head: HeadKind | None = None,
+        calibrate: Calibration = "none",
+        combine: Combine = "logsumexp",
+        max_length: int = 512,
+        batch_size: int = 32,
+        name_or_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        _check_choice("calibrate", calibrate, ("none", "content_free", "batch"))
+        _check_choice("combine", combine, ("logsumexp", "mean"))
+        if max_length < 8 or batch_size < 1:
+            raise PromptkitError(f"need max_length >= 8 and batch_size >= 1, got {max_length} and {batch_size}")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.template = template
+        self.verbalizer = verbalizer
+        self.head = head or ("causal" if backbone.can_generate() else "mlm")
+        self.calibrate = calibrate
+        self.combine = combine
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.name_or_path = name_or_path
+        self.table = LabelWordTable(verbalizer, tokenizer)
+        self.encoder = ClozeEncoder(tokenizer, self.head, self.table, max_length)
+        self.register_buffer("word_label", torch.tensor(self.table.word_label), persistent=False)
+        self.calibration_: torch.Tensor | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str = DEFAULT_BACKBONE,
+        *,
+        template: Template | None = None,
+        verbalizer: Verbalizer | None = None,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        **options: Any,
+    ) -> PromptModel:
+        """Load a backbone (alias, hub name or folder) or a folder saved by :meth:`save_pretrained`.
+
+        ``options`` are the keyword arguments of :class:`PromptModel` (``calibrate``,
+        ``combine``, ``max_length``, ``batch_size``, ``head``); anything else is an error.
+        """
+        if persistence.is_saved_model(name_or_path):
+            return persistence.load(
+                cls, name_or_path, template=template, verbalizer=verbalizer, dtype=dtype, device=device, **options
+            )
+        if template is None or verbalizer is None:
+            raise PromptkitError("from_pretrained(backbone) needs template=... and verbalizer=...")
+        backbone, tokenizer, head = load_backbone(name_or_path, head=options.pop("head", None), dtype=dtype)
+        model = cls(backbone, tokenizer, template, verbalizer, head=head, name_or_path=name_or_path, **options)
+        return model.to(device) if device is not None else model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, examples: Any) -> ClozeBatch:
+        """Render and encode examples into one :class:`ClozeBatch` (on the CPU)."""
+        return self.encoder.encode(render_all(self.template, as_examples(examples)))
+
+    def forward(self, batch: ClozeBatch) -> torch.Tensor:
+        """Label log-scores ``[B, n_labels]`` (uncalibrated, not normalised over labels)."""
+        batch = batch.to(self.device)
+        with head_only_at(self.backbone, batch.positions):
+            logits = self.backbone(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+            ).logits  # [R, P, V]
+        words = word_log_probs(logits, batch.gather, batch.cell, batch.n_examples * batch.n_words)
+        words = words.view(batch.n_examples, batch.n_words)  # [B, W]
+        return combine_words(words, self.word_label, len(self.verbalizer.labels), self.combine)
+
+    def label_log_probs(self, examples: Any, *, progress: bool | None = None) -> torch.Tensor:
+        """``[N, n_labels]`` label log-probabilities before calibration, in input order."""
+        prompts = render_all(self.template, as_examples(examples))
+        out = torch.empty(len(prompts), len(self.verbalizer.labels))
+        # Similar lengths share a batch: less padding, same results.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].to_text()))
+        chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        show = len(prompts) >= _PROGRESS_FROM if progress is None else progress
+        with torch.inference_mode():
+            for chunk in tqdm(chunks, desc="scoring", unit="batch", disable=not show):
+                scores = self.forward(self.encoder.encode([prompts[i] for i in chunk]))
+                out[chunk] = scores.float().cpu()
+        return out.log_softmax(-1)
+
+    # --------------------------------------------------------------- calibration
+    def fit_calibration(self, unlabeled: Any = None) -> PromptModel:
+        """Fix the calibration prior: from content-free inputs, or from ``unlabeled`` examples."""
+        if self.calibrate == "content_free":
+            fields = sorted(self.template.variables)
+            free = [{f: text for f in fields} for text in CONTENT_FREE]
+            self.calibration_ = mean_prior(self.label_log_probs(free, progress=False))
+        elif self.calibrate == "batch":
+            if unlabeled is None:
+                raise PromptkitError("calibrate='batch' needs unlabeled examples: fit_calibration(examples)")
+            self.calibration_ = mean_prior(self.label_log_probs(unlabeled))
+        return self
+
+    def _calibrated(self, log_probs: torch.Tensor) -> torch.Tensor:
+        if self.calibrate == "none" or len(log_probs) == 0:
+            return log_probs
+        if self.calibration_ is None and self.calibrate == "content_free":
+            self.fit_calibration()
+        prior = self.calibration_ if self.calibration_ is not None else mean_prior(log_probs)
+        return calibrated(log_probs, prior)
+
+    # ------------------------------------------------------------ estimator API
+    def predict_proba(self, examples: Any, *, progress: bool | None = None) -> np.ndarray:
+        """``[N, n_labels]`` label probabilities, columns in ``verbalizer.labels`` order."""
+        return self._calibrated(self.label_log_probs(examples, progress=progress)).exp().numpy()
+
+    def predict(self, examples: Any, *, progress: bool | None = None) -> list[Label]:
+        """The most probable label of each example."""
+        proba = self.predict_proba(examples, progress=progress)
+        return [self.verbalizer.labels[i] for i in proba.argmax(-1)] if len(proba) else []
+
+    def score(self, examples: Any, *, label_key: str = "label", progress: bool | None = None) -> float:
+        """Accuracy on labelled examples."""
+        rows = as_examples(examples)
+        targets = labels_of(rows, self.verbalizer, label_key)
+        predicted = self.predict_proba(rows, progress=progress).argmax(-1)
+        return float((predicted == np.asarray(targets)).mean()) if rows else float("nan")
+
+    def save_pretrained(self, directory: str, *, include_backbone: bool = True) -> None:
+        """Save template, verbalizer, options, calibration and (by default) the backbone."""
+        persistence.save(self, directory, include_backbone=include_backbone)
+
+
+def labels_of(rows: Sequence[dict], verbalizer: Verbalizer, label_key: str = "label") -> list[int]:
+    """Class indices of labelled rows; an unknown or missing label names its row."""
+    targets = []
+    for row, example in enumerate(rows):
+        if label_key not in example:
+            raise PromptkitError(f"row {row} has no {label_key!r} field; its keys are {sorted(example)}")
+        try:
+            targets.append(verbalizer.index(example[label_key]))
+        except PromptkitError as err:
+            raise type(err)(f"row {row}: {err}") from None
+    return targets
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise PromptkitError(f"invalid {name}={value!r}; valid are {list(valid)}")
