@@ -26,7 +26,6 @@ File layout::
 from __future__ import annotations
 
 import importlib.resources
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,22 +47,26 @@ def catalog_dir(kind: Kind) -> Path:
     return Path(str(importlib.resources.files(f"promptkit.{kind}")))
 
 
-@cache
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, kind: Kind) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The whole file and its ``kind`` entries, both checked to be mappings."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CatalogError(f"cannot read {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise CatalogError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise CatalogError(f"{path} must hold a mapping with 'task' and entries, got {type(data).__name__}")
-    return data
+        raise CatalogError(f"{path} must hold a mapping with 'task' and '{kind}', got {type(data).__name__}")
+    entries = data.get(kind) or {}
+    if not isinstance(entries, dict):
+        raise CatalogError(f"{path}: '{kind}' must be a mapping of name -> entry, got {type(entries).__name__}")
+    return data, entries
 
 
 def read_templates(path: str | Path) -> dict[str, Template]:
     """All templates of one YAML file, by name (each gets the file's ``example``)."""
-    data = _read(Path(path))
+    data, entries = _read(Path(path), "templates")
     task = data.get("task", Path(path).stem)
-    entries = data.get("templates") or {}
     out = {}
     for name, entry in entries.items():
         if not isinstance(entry, dict) or "text" not in entry or set(entry) - _TEMPLATE_KEYS:
@@ -71,25 +74,30 @@ def read_templates(path: str | Path) -> dict[str, Template]:
                 f"{path}: template {name!r} must be a mapping with 'text' and optionally "
                 f"{sorted(_TEMPLATE_KEYS - {'text'})}; got {entry!r}"
             )
+        if not isinstance(entry.get("chat", False), bool):
+            raise CatalogError(f"{path}: template {name!r} has chat: {entry['chat']!r}; write true or false")
         try:
-            out[name] = Template(
+            template = Template(
                 entry["text"],
                 name=f"{task}/{name}",
-                chat=bool(entry.get("chat", False)),
+                chat=entry.get("chat", False),
                 example=data.get("example"),
                 description=entry.get("description", ""),
             )
+            if template.example is not None:
+                template.render(template.example)  # every file template must render the file's example
         except PromptkitError as err:
             raise CatalogError(f"{path}: {err}") from None
+        out[name] = template
     return out
 
 
 def read_verbalizers(path: str | Path) -> dict[str, Verbalizer]:
     """All verbalizers of one YAML file, by name."""
-    data = _read(Path(path))
+    data, entries = _read(Path(path), "verbalizers")
     task = data.get("task", Path(path).stem)
     out = {}
-    for name, entry in (data.get("verbalizers") or {}).items():
+    for name, entry in entries.items():
         if not isinstance(entry, dict) or "label_words" not in entry:
             raise CatalogError(f"{path}: verbalizer {name!r} must be a mapping with 'label_words'; got {entry!r}")
         try:
@@ -136,20 +144,22 @@ def load_verbalizer(name: str) -> Verbalizer:
 def paired_verbalizer(template_name: str) -> str:
     """Name of the verbalizer a shipped template is meant for (its ``verbalizer:`` key)."""
     task, entry = _split(template_name, "templates")
-    load_template(template_name)  # validates the entry exists
-    raw = _read(catalog_dir("templates") / f"{task}.yaml")["templates"][entry]
-    return (
-        f"{task}/{raw.get('verbalizer') or next(iter(read_verbalizers(catalog_dir('verbalizers') / f'{task}.yaml')))}"
-    )
+    load_template(template_name)  # the entry exists and is valid
+    _, entries = _read(catalog_dir("templates") / f"{task}.yaml", "templates")
+    verbalizers = read_verbalizers(catalog_dir("verbalizers") / f"{task}.yaml")
+    name = entries[entry].get("verbalizer") or next(iter(verbalizers))
+    if name not in verbalizers:
+        raise CatalogError(f"template {template_name!r} names verbalizer {name!r}; {task} has {sorted(verbalizers)}")
+    return f"{task}/{name}"
 
 
 def list_templates(task: str | None = None) -> list[str]:
     """Names of shipped templates, of one task or all."""
-    tasks = [task] if task else _tasks("templates")
+    tasks = [_split(f"{task}/", "templates")[0]] if task else _tasks("templates")
     return [f"{t}/{n}" for t in tasks for n in read_templates(catalog_dir("templates") / f"{t}.yaml")]
 
 
 def list_verbalizers(task: str | None = None) -> list[str]:
     """Names of shipped verbalizers, of one task or all."""
-    tasks = [task] if task else _tasks("verbalizers")
+    tasks = [_split(f"{task}/", "verbalizers")[0]] if task else _tasks("verbalizers")
     return [f"{t}/{n}" for t in tasks for n in read_verbalizers(catalog_dir("verbalizers") / f"{t}.yaml")]

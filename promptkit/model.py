@@ -8,7 +8,7 @@ calibrate and normalise (postprocess).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -137,32 +137,43 @@ class PromptModel(torch.nn.Module):
         words = words.view(batch.n_examples, batch.n_words)  # [B, W]
         return combine_words(words, self.word_label, len(self.verbalizer.labels), self.combine)
 
+    def batches(self, examples: Any) -> Iterator[tuple[list[int], ClozeBatch]]:
+        """Yield ``(row indices, encoded batch)``; similar lengths share a batch (less padding)."""
+        prompts = render_all(self.template, as_examples(examples))
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].to_text()))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            yield chunk, self.encoder.encode([prompts[i] for i in chunk])
+
     def label_log_probs(self, examples: Any, *, progress: bool | None = None) -> torch.Tensor:
         """``[N, n_labels]`` label log-probabilities before calibration, in input order."""
-        prompts = render_all(self.template, as_examples(examples))
-        out = torch.empty(len(prompts), len(self.verbalizer.labels))
-        # Similar lengths share a batch: less padding, same results.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].to_text()))
-        chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        show = len(prompts) >= _PROGRESS_FROM if progress is None else progress
+        rows = as_examples(examples)
+        out = torch.empty(len(rows), len(self.verbalizer.labels))
+        show = len(rows) >= _PROGRESS_FROM if progress is None else progress
+        n_batches = -(-len(rows) // self.batch_size)
         with torch.inference_mode():
-            for chunk in tqdm(chunks, desc="scoring", unit="batch", disable=not show):
-                scores = self.forward(self.encoder.encode([prompts[i] for i in chunk]))
-                out[chunk] = scores.float().cpu()
+            for chunk, batch in tqdm(
+                self.batches(rows), total=n_batches, desc="scoring", unit="batch", disable=not show
+            ):
+                out[chunk] = self.forward(batch).float().cpu()
         return out.log_softmax(-1)
 
     # --------------------------------------------------------------- calibration
     def fit_calibration(self, unlabeled: Any = None) -> PromptModel:
         """Fix the calibration prior: from content-free inputs, or from ``unlabeled`` examples."""
         if self.calibrate == "content_free":
-            fields = sorted(self.template.variables)
-            free = [{f: text for f in fields} for text in CONTENT_FREE]
-            self.calibration_ = mean_prior(self.label_log_probs(free, progress=False))
+            self.calibration_ = self.content_free_prior()
         elif self.calibrate == "batch":
             if unlabeled is None:
                 raise PromptkitError("calibrate='batch' needs unlabeled examples: fit_calibration(examples)")
             self.calibration_ = mean_prior(self.label_log_probs(unlabeled))
         return self
+
+    def content_free_prior(self) -> torch.Tensor:
+        """``[n_labels]`` log of the mean label distribution for content-free inputs (``"N/A"`` ...)."""
+        fields = sorted(self.template.variables)
+        free = [dict.fromkeys(fields, text) for text in CONTENT_FREE]
+        return mean_prior(self.label_log_probs(free, progress=False))
 
     def _calibrated(self, log_probs: torch.Tensor) -> torch.Tensor:
         if self.calibrate == "none" or len(log_probs) == 0:

@@ -16,6 +16,7 @@ import contextvars
 import html
 import math
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,7 +31,7 @@ from promptkit.errors import TemplateError, did_you_mean
 SegmentKind = Literal["text", "input", "mask"]
 MASK_VARIABLE = "mask"
 _MARKER = re.compile(r"\x00(\d+)\x00")
-_FINAL_PUNCTUATION = ".?!,;: \t\n"
+_FINAL_PUNCTUATION = string.punctuation + string.whitespace
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def _finalize(value: Any) -> str:
 
 
 def strip_punct(value: str) -> str:
-    """Remove final punctuation and whitespace (PET's ``remove_final_punc``)."""
+    """Remove final punctuation (as PET's ``remove_final_punc``) and whitespace."""
     return str(value).rstrip(_FINAL_PUNCTUATION)
 
 

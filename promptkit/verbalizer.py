@@ -33,6 +33,8 @@ def _check_words(label: Label, words: object) -> tuple[str, ...]:
                 f"label {label!r}: label word {word!r} is empty or has surrounding spaces; "
                 "write the bare word (promptkit adds the leading space BPE tokenizers need)"
             )
+        if word in checked:
+            raise VerbalizerError(f"label {label!r} lists the word {word!r} twice; list each word once")
         checked.append(word)
     return tuple(checked)
 

@@ -94,3 +94,8 @@ def test_templates_are_frozen_data():
 def test_any_input_text_round_trips(value):
     prompt = Template("<{{ text }}> {{ mask }}").render({"text": value})
     assert prompt.to_text("M") == f"<{value}> M"
+
+
+def test_strip_punct_matches_pet():
+    t = Template("{{ h | strip_punct }}? {{ mask }}")
+    assert t.render({"h": 'He said "no."'}).to_text() == "He said \"no? [MASK]"

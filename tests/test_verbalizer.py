@@ -40,3 +40,8 @@ def test_unknown_label_explains_int_str_mixup():
         v.index("1")
     with pytest.raises(VerbalizerError, match="Did you mean 'entailment'"):
         Verbalizer({"entailment": ["Yes"], "not_entailment": ["No"]}).index("entailmnt")
+
+
+def test_a_word_twice_under_one_label_is_rejected():
+    with pytest.raises(VerbalizerError, match="lists the word 'bad' twice"):
+        Verbalizer({0: ["bad", "bad"], 1: ["good"]})

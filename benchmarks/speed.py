@@ -1,0 +1,112 @@
+"""PromptModel throughput against a plain transformers loop over the same token batches.
+
+Both sides see identical ``input_ids``/``attention_mask`` batches (taken from
+PromptModel's own encoder) and both apply the LM head only at the scored position, so
+the ratio measures promptkit's overhead: rendering, tokenization, gathering and label
+combination. Runs alternate (baseline, promptkit, baseline, ...) in one process and the
+best time of each side is compared. Peak RSS is read from the OS after the runs.
+
+    python benchmarks/speed.py                    # SST-2 dev, default backbone
+    python benchmarks/speed.py --limit 256 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, markdown_table, write_results  # noqa: E402
+
+from promptkit import PromptModel, load_task  # noqa: E402
+from promptkit.backbones import DEFAULT_BACKBONE  # noqa: E402
+from promptkit.catalog import load_template, load_verbalizer, paired_verbalizer  # noqa: E402
+
+
+def plain_loop(backbone, batches, word_ids: torch.Tensor) -> torch.Tensor:
+    """Hand-written transformers inference: body, last real position, LM head, log-softmax."""
+    out = []
+    with torch.inference_mode():
+        for batch in batches:
+            hidden = backbone.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
+            last = batch.attention_mask.sum(-1) - 1  # [B]
+            picked = hidden[torch.arange(hidden.size(0)), last]  # [B, H]
+            logits = backbone.get_output_embeddings()(picked)  # [B, V]
+            out.append(logits.log_softmax(-1)[:, word_ids])
+    return torch.cat(out)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    parser.add_argument("--template", default="sst2/review_sentiment", help="a template with the mask at the end")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+
+    examples = load_task("sst2", "dev", limit=args.limit)
+    model = PromptModel.from_pretrained(
+        args.backbone,
+        template=load_template(args.template),
+        verbalizer=load_verbalizer(paired_verbalizer(args.template)),
+        batch_size=args.batch_size,
+    )
+    if model.head != "causal":
+        raise SystemExit("speed.py compares against a causal-LM loop; pass a causal backbone")
+    batches = [batch for _, batch in model.batches(examples)]
+    if any(b.input_ids.shape[0] != b.n_examples for b in batches):
+        raise SystemExit("speed.py needs single-token label words and a template with the mask at the end")
+    word_ids = torch.tensor([ids[0] for ids in model.table.ids(True)])
+
+    times = {"plain": [], "promptkit": []}
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        plain_loop(model.backbone, batches, word_ids)
+        times["plain"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        model.predict_proba(examples, progress=False)
+        times["promptkit"].append(time.perf_counter() - start)
+    best = {k: min(v) for k, v in times.items()}
+    rows = [
+        {
+            "method": "plain transformers loop",
+            "seconds": best["plain"],
+            "examples_per_s": len(examples) / best["plain"],
+        },
+        {
+            "method": "PromptModel.predict_proba",
+            "seconds": best["promptkit"],
+            "examples_per_s": len(examples) / best["promptkit"],
+        },
+    ]
+    ratio = best["plain"] / best["promptkit"]
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    table = markdown_table(rows, ["method", "seconds", "examples_per_s"])
+    table += f"\n\nthroughput ratio promptkit / plain = {ratio:.3f} (target >= 0.95); peak RSS {peak_rss_mib:.0f} MiB"
+    payload = {
+        "backbone": args.backbone,
+        "template": args.template,
+        "n_examples": len(examples),
+        "batch_size": args.batch_size,
+        "times_s": times,
+        "best_s": best,
+        "throughput_ratio": ratio,
+        "peak_rss_mib": peak_rss_mib,
+        "environment": environment(),
+    }
+    path = write_results(f"speed_{args.backbone}", payload, table, args.out)
+    print(f"\n{table}\n\nwrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
