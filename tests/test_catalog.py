@@ -293,7 +293,9 @@ def test_file_level_mistakes_are_catalog_errors(tmp_path):
     cases = {
         "chat_str.yaml": 'task: t\ntemplates:\n  a: {text: "{{ x }} {{ mask }}", chat: "false"}\n',
         "list.yaml": "task: t\ntemplates:\n  - a\n",
-        "chat_tail.yaml": 'task: t\nexample: {x: "1"}\ntemplates:\n  a: {text: "{{ x }} {{ mask }} tail", chat: true}\n',
+        "chat_tail.yaml": (
+            'task: t\nexample: {x: "1"}\ntemplates:\n  a: {text: "{{ x }} {{ mask }} tail", chat: true}\n'
+        ),
         "missing_field.yaml": 'task: t\nexample: {y: "1"}\ntemplates:\n  a: {text: "{{ x }} {{ mask }}"}\n',
     }
     for name, body in cases.items():
