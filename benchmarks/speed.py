@@ -33,7 +33,9 @@ def plain_loop(backbone, batches, word_ids: torch.Tensor) -> torch.Tensor:
     out = []
     with torch.inference_mode():
         for batch in batches:
-            hidden = backbone.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
+            hidden = backbone.base_model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+            )[0]
             last = batch.attention_mask.sum(-1) - 1  # [B]
             picked = hidden[torch.arange(hidden.size(0)), last]  # [B, H]
             logits = backbone.get_output_embeddings()(picked)  # [B, V]

@@ -25,7 +25,7 @@ File layout::
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +44,10 @@ def catalog_dir(kind: Kind) -> Path:
     checkout = Path(__file__).resolve().parent.parent / kind
     if checkout.is_dir():
         return checkout
-    return Path(str(importlib.resources.files(f"promptkit.{kind}")))
+    spec = importlib.util.find_spec(f"promptkit.{kind}")  # the wheel ships them as data-only packages
+    if spec is None or not spec.submodule_search_locations:
+        raise CatalogError(f"promptkit's {kind} folder is missing; reinstall promptkit")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def _read(path: Path, kind: Kind) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -304,3 +304,29 @@ def test_file_level_mistakes_are_catalog_errors(tmp_path):
             read_templates(tmp_path / name)
     with pytest.raises(CatalogError, match="cannot read"):
         read_templates(tmp_path / "absent.yaml")
+
+
+def test_catalog_is_found_in_the_installed_wheel_layout(tmp_path):
+    """The wheel ships the YAML folders as promptkit/templates and promptkit/verbalizers."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    site = tmp_path / "site"
+    shutil.copytree(root / "promptkit", site / "promptkit", ignore=shutil.ignore_patterns("__pycache__"))
+    for kind in ("templates", "verbalizers"):
+        shutil.copytree(root / kind, site / "promptkit" / kind)
+    code = (
+        "from promptkit.catalog import catalog_dir, list_templates; "
+        "print(catalog_dir('templates'), len(list_templates()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == [str(site / "promptkit" / "templates"), str(len(list_templates()))]
