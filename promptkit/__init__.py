@@ -12,7 +12,10 @@ from promptkit.errors import (
     VerbalizerError,
 )
 from promptkit.model import PromptModel
+from promptkit.strategies import get_strategy, list_strategies, register
 from promptkit.template import Prompt, Segment, Template
+from promptkit.train import train
+from promptkit.train_config import TrainConfig
 from promptkit.verbalizer import Verbalizer
 
 __all__ = [
@@ -25,13 +28,18 @@ __all__ = [
     "PromptkitError",
     "Segment",
     "Template",
+    "TrainConfig",
     "TemplateError",
     "Verbalizer",
     "VerbalizerError",
     "as_examples",
+    "get_strategy",
     "list_backbones",
+    "list_strategies",
     "list_tasks",
     "load_backbone",
     "load_task",
+    "register",
     "sample_k_shot",
+    "train",
 ]

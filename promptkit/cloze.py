@@ -22,6 +22,7 @@ from typing import Literal
 
 import torch
 
+from promptkit.cloze_rows import Rows, slot_tokens
 from promptkit.errors import EncodingError, TemplateError
 from promptkit.label_words import LabelWordTable
 from promptkit.template import Prompt, Segment
@@ -37,6 +38,7 @@ class ClozeBatch:
         input_ids: ``[R, T]`` token ids, right-padded (``R`` rows >= examples).
         attention_mask: ``[R, T]``.
         positions: ``[R, P]`` hidden positions that go through the LM head.
+        slot_positions: ``[R, S]`` positions of the template's slot tokens (``S`` may be 0).
         gather: ``[S, 3]`` (row, index into ``positions``, token id) of each log-prob to read.
         cell: ``[S]`` flat (example * n_words + word) cell each log-prob is added to.
         n_examples: number of prompts ``B``.
@@ -46,6 +48,7 @@ class ClozeBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     positions: torch.Tensor
+    slot_positions: torch.Tensor
     gather: torch.Tensor
     cell: torch.Tensor
     n_examples: int
@@ -64,6 +67,8 @@ class _Laid:
     prefix: str
     suffix: str
     space: bool  # the word follows a space (moved from the prefix into the word for causal LMs)
+    prefix_slots: tuple[tuple[int, int], ...] = ()  # character spans of slot placeholders in prefix
+    suffix_slots: tuple[tuple[int, int], ...] = ()  # ... and in suffix
 
 
 def chat_wrapper(tokenizer) -> tuple[str, str]:
@@ -110,14 +115,17 @@ class ClozeEncoder:
         self._chat: tuple[str, str] | None = None
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
+        # Slot positions hold a special token (atomic under any tokenizer) until embeddings replace it.
+        self.slot_token = tokenizer.unk_token or tokenizer.pad_token or tokenizer.eos_token
 
     # ----------------------------------------------------------------- layout
     def _segments(self, prompt: Prompt) -> list[Segment]:
-        segments = list(prompt.segments)
+        """The prompt's segments with chat wrapping and slot placeholder tokens in place."""
+        segments = [replace(s, text=self.slot_token * s.size) if s.kind == "slot" else s for s in prompt.segments]
         if prompt.chat:
             if self._chat is None:
                 self._chat = chat_wrapper(self.tokenizer)
-            before = list(prompt.before_mask)
+            before = segments[: prompt.mask_index]
             if before and before[-1].kind == "text":
                 before[-1] = replace(before[-1], text=before[-1].text.rstrip())
             segments = [Segment("text", self._chat[0]), *before, Segment("text", self._chat[1]), Segment("mask")]
@@ -132,7 +140,7 @@ class ClozeEncoder:
         space = prefix.endswith(" ")
         if space and self.head == "causal":
             prefix = prefix[:-1]
-        spans, pos = [], 0
+        spans, slots, pos = [], [], 0
         for i, seg in enumerate(segments):
             if i == m:
                 pos = len(prefix) + len(fill)
@@ -140,8 +148,11 @@ class ClozeEncoder:
             end = min(pos + len(seg.text), len(prefix)) if i < m else pos + len(seg.text)
             if seg.kind == "input":
                 spans.append((i, pos, end))
+            elif seg.kind == "slot":
+                slots.append((pos, end) if i < m else (pos - len(prefix) - len(fill), end - len(prefix) - len(fill)))
             pos += len(seg.text)
-        return _Laid(prefix, suffix, space), spans
+        n_before = sum(1 for s in segments[:m] if s.kind == "slot")
+        return _Laid(prefix, suffix, space, tuple(slots[:n_before]), tuple(slots[n_before:])), spans
 
     # ------------------------------------------------------------- truncation
     def _fit(self, prompt: Prompt) -> _Laid:
@@ -184,92 +195,66 @@ class ClozeEncoder:
     # --------------------------------------------------------------- encoding
     def encode(self, prompts: list[Prompt]) -> ClozeBatch:
         """Encode prompts into one :class:`ClozeBatch`."""
-        laid = [(self._fit(p), p.chat) for p in prompts]
-        rows: list[list[int]] = []
-        positions: list[list[int]] = []
-        gather: list[tuple[int, int, int]] = []
-        cell: list[int] = []
+        rows = Rows(len(self.table.words))
         build = self._rows_mlm if self.head == "mlm" else self._rows_causal
-        for b, (lay, chat) in enumerate(laid):
-            build(b, lay, chat, rows, positions, gather, cell)
-        return self._pad(rows, positions, gather, cell, len(prompts))
+        for b, prompt in enumerate(prompts):
+            build(b, self._fit(prompt), prompt.chat, prompt.slot_size, rows)
+        return ClozeBatch(**rows.pad(self.pad_id, len(prompts)))
 
-    def _tokenize(self, text: str, chat: bool, offsets: bool = False):
-        return self.tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=offsets)
+    def _tokenize(self, text: str, chat: bool, lay: _Laid, middle: int, n_slots: int) -> tuple[list[int], list[int]]:
+        """Token ids of ``text`` (= prefix + ``middle`` chars + suffix) and its slot token indices."""
+        enc = self.tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=n_slots > 0)
+        if not n_slots:
+            return enc["input_ids"], []
+        shift = len(lay.prefix) + middle
+        spans = [*lay.prefix_slots, *((a + shift, b + shift) for a, b in lay.suffix_slots)]
+        slots = slot_tokens(enc["offset_mapping"], spans)
+        if len(slots) != n_slots:
+            raise EncodingError(f"expected {n_slots} slot tokens in the encoded prompt, found {len(slots)}")
+        return enc["input_ids"], slots
 
-    def _rows_mlm(self, b, lay, chat, rows, positions, gather, cell) -> None:
+    def _rows_mlm(self, b: int, lay: _Laid, chat: bool, n_slots: int, rows: Rows) -> None:
         ids_by_word = self.table.ids(lay.space)
-        mask_id = self.tokenizer.mask_token_id
+        mask = self.tokenizer.mask_token
         for length in sorted({len(ids) for ids in ids_by_word}):
-            ids = self._tokenize(lay.prefix + self.tokenizer.mask_token * length + lay.suffix, chat)["input_ids"]
-            where = [t for t, i in enumerate(ids) if i == mask_id]
+            text = lay.prefix + mask * length + lay.suffix
+            ids, slots = self._tokenize(text, chat, lay, len(mask) * length, n_slots)
+            where = [t for t, i in enumerate(ids) if i == self.tokenizer.mask_token_id]
             if len(where) != length:
                 raise EncodingError(f"expected {length} mask tokens in the encoded prompt, found {len(where)}")
-            r = len(rows)
-            rows.append(ids)
-            positions.append(where)
+            r = rows.add(ids, where, slots)
             for w, word_ids in enumerate(ids_by_word):
                 if len(word_ids) == length:
-                    for k, tok in enumerate(word_ids):
-                        gather.append((r, k, tok))
-                        cell.append(b * len(ids_by_word) + w)
+                    rows.read(r, word_ids, b, w)
 
-    def _rows_causal(self, b, lay, chat, rows, positions, gather, cell) -> None:
-        ids_by_word = self.table.ids(lay.space)
-        n = len(ids_by_word)
+    def _rows_causal(self, b: int, lay: _Laid, chat: bool, n_slots: int, rows: Rows) -> None:
         if lay.suffix.strip():
-            return self._rows_fill_in(b, lay, chat, rows, positions, gather, cell)
-        prefix = self._tokenize(lay.prefix, chat)["input_ids"]
+            return self._rows_fill_in(b, lay, chat, n_slots, rows)
+        prefix, slots = self._tokenize(lay.prefix, chat, lay, 0, n_slots)
         if not prefix:
             raise EncodingError("a causal LM cannot score a mask with nothing before it; add text before {{ mask }}")
-        r = len(rows)
-        rows.append(prefix)
-        positions.append([len(prefix) - 1])
-        for w, word_ids in enumerate(ids_by_word):
-            gather.append((r, 0, word_ids[0]))
-            cell.append(b * n + w)
+        r = rows.add(prefix, [len(prefix) - 1], slots)
+        for w, word_ids in enumerate(self.table.ids(lay.space)):
+            rows.read(r, word_ids[:1], b, w)
             if len(word_ids) > 1:  # teacher-force the rest of a multi-token word
-                r2 = len(rows)
-                rows.append(prefix + list(word_ids[:-1]))
-                positions.append(list(range(len(prefix), len(prefix) + len(word_ids) - 1)))
-                for k, tok in enumerate(word_ids[1:]):
-                    gather.append((r2, k, tok))
-                    cell.append(b * n + w)
+                later = list(range(len(prefix), len(prefix) + len(word_ids) - 1))
+                rows.read(rows.add(prefix + list(word_ids[:-1]), later, slots), word_ids[1:], b, w)
 
-    def _rows_fill_in(self, b, lay, chat, rows, positions, gather, cell) -> None:
-        n = len(self.table.words)
+    def _rows_fill_in(self, b: int, lay: _Laid, chat: bool, n_slots: int, rows: Rows) -> None:
+        """Mask mid-prompt: score each word filled in by the likelihood of word + rest."""
+        start = len(lay.prefix)
         for w, word in enumerate(self.table.words):
-            start = len(lay.prefix)
-            text = lay.prefix + (" " if lay.space else "") + word + lay.suffix
-            enc = self._tokenize(text, chat, offsets=True)
+            middle = (" " if lay.space else "") + word
+            text = lay.prefix + middle + lay.suffix
+            enc = self.tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=True)
             ids, offsets = enc["input_ids"], enc["offset_mapping"]
             first = next(t for t, (a, e) in enumerate(offsets) if e > start and e > a)
             if first == 0:
                 raise EncodingError("a causal LM cannot score a mask with nothing before it; add text before it")
             last = max(t for t, (a, e) in enumerate(offsets) if e > a)
-            r = len(rows)
-            rows.append(ids)
-            positions.append(list(range(first - 1, last)))
-            for k, tok in enumerate(ids[first : last + 1]):
-                gather.append((r, k, tok))
-                cell.append(b * n + w)
-
-    def _pad(self, rows, positions, gather, cell, n_examples) -> ClozeBatch:
-        width = max(len(r) for r in rows)
-        n_pos = max(len(p) for p in positions)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        pos = torch.zeros((len(rows), n_pos), dtype=torch.long)
-        for r, (ids, p) in enumerate(zip(rows, positions)):
-            input_ids[r, : len(ids)] = torch.tensor(ids)
-            attention[r, : len(ids)] = 1
-            pos[r, : len(p)] = torch.tensor(p)
-        return ClozeBatch(
-            input_ids=input_ids,
-            attention_mask=attention,
-            positions=pos,
-            gather=torch.tensor(gather, dtype=torch.long).reshape(-1, 3),
-            cell=torch.tensor(cell, dtype=torch.long),
-            n_examples=n_examples,
-            n_words=len(self.table.words),
-        )
+            spans = [
+                *lay.prefix_slots,
+                *((a + start + len(middle), e + start + len(middle)) for a, e in lay.suffix_slots),
+            ]
+            r = rows.add(ids, list(range(first - 1, last)), slot_tokens(offsets, spans) if n_slots else [])
+            rows.read(r, ids[first : last + 1], b, w)

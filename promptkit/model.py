@@ -90,6 +90,9 @@ class PromptModel(torch.nn.Module):
         self.encoder = ClozeEncoder(tokenizer, self.head, self.table, max_length)
         self.register_buffer("word_label", torch.tensor(self.table.word_label), persistent=False)
         self.calibration_: torch.Tensor | None = None
+        # Vectors for the template's {{ soft(n) }} / {{ trigger(n) }} slots: a module returning [S, H],
+        # set by a strategy (soft prompts, AutoPrompt); None when the template has no slots.
+        self.slot_embeddings: torch.nn.Module | None = None
 
     @classmethod
     def from_pretrained(
@@ -130,9 +133,8 @@ class PromptModel(torch.nn.Module):
         """Label log-scores ``[B, n_labels]`` (uncalibrated, not normalised over labels)."""
         batch = batch.to(self.device)
         with head_only_at(self.backbone, batch.positions):
-            logits = self.backbone(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-            ).logits  # [R, P, V]
+            logits = self.backbone(**self._inputs(batch), attention_mask=batch.attention_mask, use_cache=False).logits
+        # logits: [R, P, V]
         words = word_log_probs(logits, batch.gather, batch.cell, batch.n_examples * batch.n_words)
         words = words.view(batch.n_examples, batch.n_words)  # [B, W]
         return combine_words(words, self.word_label, len(self.verbalizer.labels), self.combine)
@@ -144,6 +146,20 @@ class PromptModel(torch.nn.Module):
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             yield chunk, self.encoder.encode([prompts[i] for i in chunk])
+
+    def _inputs(self, batch: ClozeBatch) -> dict[str, torch.Tensor]:
+        """Token ids, or embeddings with the slot positions replaced by ``slot_embeddings``."""
+        if batch.slot_positions.shape[1] == 0:
+            return {"input_ids": batch.input_ids}
+        if self.slot_embeddings is None:
+            raise PromptkitError(
+                f"template {self.template.name!r} has soft/trigger slots but the model has no slot_embeddings; "
+                "train it with the soft_prompt strategy or set model.slot_embeddings"
+            )
+        embeds = self.backbone.get_input_embeddings()(batch.input_ids)  # [R, T, H]
+        vectors = self.slot_embeddings().to(embeds.dtype)  # [S, H]
+        index = batch.slot_positions.unsqueeze(-1).expand(-1, -1, embeds.size(-1))  # [R, S, H]
+        return {"inputs_embeds": embeds.scatter(1, index, vectors.expand(embeds.size(0), -1, -1))}
 
     def label_log_probs(self, examples: Any, *, progress: bool | None = None) -> torch.Tensor:
         """``[N, n_labels]`` label log-probabilities before calibration, in input order."""

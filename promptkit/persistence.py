@@ -2,7 +2,9 @@
 
 A saved folder holds ``promptkit.json`` (options, backbone source, calibration),
 ``template.yaml`` and ``verbalizer.yaml`` (plain data), and, unless saved without it,
-``backbone/`` (the transformers checkpoint as safetensors plus the tokenizer).
+``backbone/`` (the transformers checkpoint as safetensors plus the tokenizer). A backbone
+with LoRA adapters (``peft``) is saved as ``adapter/`` (adapter weights as safetensors plus
+``adapter_config.json``) and a reference to its base backbone, never the full weights.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors.torch import load_file, save_file
 
 from promptkit.backbones import load_backbone
-from promptkit.errors import PromptkitError
+from promptkit.errors import BackboneError, PromptkitError
 from promptkit.template import Template
 from promptkit.verbalizer import Verbalizer
 
 MANIFEST = "promptkit.json"
 FORMAT_VERSION = 1
+ADAPTER = "adapter"
 
 
 def is_saved_model(path: str) -> bool:
@@ -39,21 +43,57 @@ def verbalizer_to_dict(verbalizer: Verbalizer) -> dict[str, Any]:
     return {"name": verbalizer.name, "label_words": {k: list(v) for k, v in verbalizer.label_words.items()}}
 
 
+def import_peft():
+    """The optional ``peft`` module, or an error with the command that installs it."""
+    try:
+        import peft
+    except ImportError:
+        raise BackboneError(
+            "LoRA needs the optional dependency peft, which is not installed. "
+            "Install it with: pip install 'promptkit[lora]'  (or: pip install 'peft>=0.13')"
+        ) from None
+    return peft
+
+
+def save_adapter(backbone: torch.nn.Module, directory: Path) -> None:
+    """Write the backbone's LoRA adapter weights (safetensors) and settings (JSON)."""
+    peft = import_peft()
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in peft.get_peft_model_state_dict(backbone).items()}
+    save_file(weights, str(directory / "adapter_model.safetensors"))
+    backbone.peft_config["default"].save_pretrained(str(directory))
+
+
+def load_adapter(backbone: torch.nn.Module, directory: Path) -> None:
+    """Inject the adapters saved by :func:`save_adapter` into ``backbone`` (in place)."""
+    peft = import_peft()
+    peft.inject_adapter_in_model(peft.LoraConfig.from_pretrained(str(directory)), backbone)
+    loaded = peft.set_peft_model_state_dict(backbone, load_file(str(directory / "adapter_model.safetensors")))
+    if loaded.unexpected_keys:
+        raise PromptkitError(f"{directory} has adapter weights the backbone lacks: {loaded.unexpected_keys[:5]}")
+
+
 def save(model, directory: str, *, include_backbone: bool = True) -> None:
     """Write ``model`` to ``directory`` (created if needed)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    if not include_backbone and not model.name_or_path:
+    adapter = bool(getattr(model.backbone, "peft_config", None))
+    if (adapter or not include_backbone) and not model.name_or_path:
         raise PromptkitError(
-            "include_backbone=False needs the backbone's name or path, and this model has none; "
-            "save with include_backbone=True"
+            "saving without the backbone (include_backbone=False, or a LoRA model, saved as adapters only) "
+            "needs the base backbone's name or path, and this model has none; build it with "
+            "PromptModel.from_pretrained(...) or pass name_or_path=..."
         )
+    include_backbone = include_backbone and not adapter
     if include_backbone:
         model.backbone.save_pretrained(out / "backbone", safe_serialization=True)
         model.tokenizer.save_pretrained(out / "backbone")
+    if adapter:
+        save_adapter(model.backbone, out / ADAPTER)
     manifest = {
         "format_version": FORMAT_VERSION,
         "backbone": "backbone" if include_backbone else model.name_or_path,
+        "adapter": ADAPTER if adapter else None,
         "head": model.head,
         "options": {
             "calibrate": model.calibrate,
@@ -83,6 +123,8 @@ def load(cls, directory: str, *, template=None, verbalizer=None, dtype=None, dev
         verbalizer = Verbalizer(**yaml.safe_load((root / "verbalizer.yaml").read_text()))
     source = str(root / manifest["backbone"]) if (root / manifest["backbone"]).is_dir() else manifest["backbone"]
     backbone, tokenizer, head = load_backbone(source, head=manifest["head"], dtype=dtype)
+    if manifest.get("adapter"):
+        load_adapter(backbone, root / manifest["adapter"])
     model = cls(
         backbone, tokenizer, template, verbalizer, head=head, name_or_path=source, **{**manifest["options"], **options}
     )

@@ -7,7 +7,9 @@ Python internals and a misspelled field is an error instead of an empty string.
 
 Every ``{{ expression }}`` output becomes an *input* segment (the part that may be
 truncated when a prompt is too long); literal template text becomes a *text* segment
-that is never truncated; ``{{ mask }}`` becomes the single *mask* segment.
+that is never truncated; ``{{ mask }}`` becomes the single *mask* segment; ``{{ soft(n) }}``
+and ``{{ trigger(n) }}`` become *slot* segments of ``n`` positions whose embeddings a
+strategy supplies (soft prompts, AutoPrompt triggers).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from promptkit.errors import TemplateError, did_you_mean
 
-SegmentKind = Literal["text", "input", "mask"]
+SegmentKind = Literal["text", "input", "mask", "slot"]
 MASK_VARIABLE = "mask"
 _MARKER = re.compile(r"\x00(\d+)\x00")
 _FINAL_PUNCTUATION = string.punctuation + string.whitespace
@@ -36,10 +38,13 @@ _FINAL_PUNCTUATION = string.punctuation + string.whitespace
 
 @dataclass(frozen=True)
 class Segment:
-    """One piece of a rendered prompt: template ``text``, an example ``input``, or the ``mask``."""
+    """One piece of a rendered prompt: template ``text``, an example ``input``, the ``mask``,
+    or a ``slot`` of ``size`` learned positions named ``slot`` (``"soft"`` or ``"trigger"``)."""
 
     kind: SegmentKind
     text: str = ""
+    slot: str = ""
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,15 @@ class Prompt:
         """Segments after the mask."""
         return self.segments[self.mask_index + 1 :]
 
+    @property
+    def slot_size(self) -> int:
+        """Total number of slot positions (soft-prompt or trigger tokens)."""
+        return sum(s.size for s in self.segments)
+
     def to_text(self, mask_text: str = "[MASK]") -> str:
-        """Join the segments, showing the mask as ``mask_text``."""
-        return "".join(mask_text if s.kind == "mask" else s.text for s in self.segments)
+        """Join the segments, showing the mask as ``mask_text`` and slots as ``<soft*n>``."""
+        shown = {"mask": lambda s: mask_text, "slot": lambda s: f"<{s.slot}*{s.size}>"}
+        return "".join(shown.get(s.kind, lambda s: s.text)(s) for s in self.segments)
 
 
 class _MaskToken:
@@ -83,6 +94,24 @@ class _MaskToken:
 
 
 _MASK = _MaskToken()
+_MAX_SLOT = 512
+
+
+@dataclass(frozen=True)
+class _Slot:
+    name: str
+    size: int
+
+
+def _slot_function(name: str):
+    def slot(n: int) -> _Slot:
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= _MAX_SLOT:
+            raise TemplateError(f"{name}(n) needs an int n between 1 and {_MAX_SLOT}, got {n!r}")
+        return _Slot(name, n)
+
+    return slot
+
+
 _pieces: contextvars.ContextVar[list[Segment]] = contextvars.ContextVar("promptkit_pieces")
 
 
@@ -91,6 +120,8 @@ def _finalize(value: Any) -> str:
     pieces = _pieces.get()
     if value is _MASK:
         pieces.append(Segment("mask"))
+    elif isinstance(value, _Slot):
+        pieces.append(Segment("slot", slot=value.name, size=value.size))
     else:
         pieces.append(Segment("input", str(value)))
     return f"\x00{len(pieces) - 1}\x00"
@@ -121,6 +152,7 @@ def _environment() -> SandboxedEnvironment:
         keep_trailing_newline=True,
     )
     env.filters.update(strip_punct=strip_punct, lower_first=lower_first, upper_first=upper_first)
+    env.globals.update(soft=_slot_function("soft"), trigger=_slot_function("trigger"))
     return env
 
 
@@ -222,6 +254,8 @@ class Template:
             raise TemplateError(f"template {self.name!r}: {err}; example keys are {sorted(example)}") from None
         except jinja2.TemplateRuntimeError as err:
             raise TemplateError(f"template {self.name!r}: {err}") from None
+        except TemplateError as err:
+            raise TemplateError(f"template {self.name!r}: {err}") from None
         finally:
             _pieces.reset(token)
         return self._to_prompt(rendered, pieces)
@@ -246,7 +280,7 @@ class Template:
         parts = _MARKER.split(rendered)
         for i, part in enumerate(parts):
             segment = pieces[int(part)] if i % 2 else Segment("text", part)
-            if segment.text or segment.kind == "mask":
+            if segment.text or segment.kind in ("mask", "slot"):
                 segments.append(segment)
         n_masks = sum(s.kind == "mask" for s in segments)
         if n_masks != 1:

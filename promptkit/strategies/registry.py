@@ -1,0 +1,78 @@
+"""Strategies by name: ``@register("name")`` on a class, ``get_strategy("name", **params)``.
+
+A strategy is a small class whose ``__init__`` only stores its parameters and whose
+``fit(model, train, unlabeled=None)`` returns the trained :class:`~promptkit.model.PromptModel`.
+Registering a new one needs no edit anywhere else: decorate the class and import its module.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from promptkit.errors import PromptkitError, did_you_mean
+
+_STRATEGIES: dict[str, type] = {}
+T = TypeVar("T", bound=type)
+
+
+class StrategyError(PromptkitError, ValueError):
+    """A strategy name or parameter is unknown, or a name is registered twice."""
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What every registered strategy provides."""
+
+    def fit(self, model: Any, train: Any, unlabeled: Any = None) -> Any:
+        """Train (or prepare) ``model`` on ``train`` and return it."""
+
+
+def register(name: str) -> Callable[[T], T]:
+    """Class decorator that registers a strategy under ``name``.
+
+    Example:
+        >>> @register("do_nothing")  # doctest: +SKIP
+        ... class DoNothing:
+        ...     def fit(self, model, train, unlabeled=None):
+        ...         return model
+    """
+
+    def decorate(cls: T) -> T:
+        if not callable(getattr(cls, "fit", None)):
+            raise StrategyError(f"strategy {name!r} ({cls.__name__}) has no fit(model, train, unlabeled=None) method")
+        known = _STRATEGIES.get(name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise StrategyError(f"strategy name {name!r} is already taken by {known.__qualname__}; pick another")
+        cls.name = name
+        _STRATEGIES[name] = cls
+        return cls
+
+    return decorate
+
+
+def list_strategies() -> list[str]:
+    """Names of the registered strategies."""
+    return sorted(_STRATEGIES)
+
+
+def get_strategy(name: str, **params: Any) -> Strategy:
+    """A new strategy ``name`` built with ``params``; unknown names and parameters are errors.
+
+    Example:
+        >>> get_strategy("finetune", config={"learning_rate": 1e-3, "max_steps": 20})  # doctest: +SKIP
+        Finetune(...)
+    """
+    if name not in _STRATEGIES:
+        raise StrategyError(
+            f"unknown strategy {name!r}.{did_you_mean(name, _STRATEGIES)} Registered: {list_strategies()}"
+        )
+    cls = _STRATEGIES[name]
+    valid = [p for p in inspect.signature(cls).parameters if p != "self"]
+    for key in params:
+        if key not in valid:
+            raise StrategyError(
+                f"strategy {name!r} has no parameter {key!r}.{did_you_mean(key, valid)} Valid parameters: {valid}"
+            )
+    return cls(**params)
