@@ -10,7 +10,7 @@ import pytest
 import torch
 from _train_worker import KEYWORD, TEMPLATE, VERBALIZER
 
-from promptkit import BackboneError, PromptkitError, PromptModel
+from promptkit import BackboneError, PromptkitError, PromptModel, Template
 from promptkit.checkpoint import trainable_state
 from promptkit.strategies import (
     Finetune,
@@ -24,6 +24,8 @@ from promptkit.strategies import (
 from promptkit.train_config import ConfigError, TrainConfig
 
 FAST = {"learning_rate": 1e-2, "batch_size": 8, "max_steps": 30, "progress": False}
+# Strategies that need template features the shared TEMPLATE lacks get their own in the contract test.
+CONTRACT_TEMPLATES = {"soft_prompt": Template("{{ soft(2) }} {{ text }}. It was {{ mask }}")}
 
 
 @pytest.fixture
@@ -78,6 +80,7 @@ def test_register_a_new_strategy_without_editing_the_core(monkeypatch, causal):
 @pytest.mark.parametrize("name", list_strategies())
 def test_every_strategy_fits_and_returns_a_prompt_model(name, causal):
     """Contract: default parameters, labelled train + unlabeled examples in, a working model out."""
+    causal.template = CONTRACT_TEMPLATES.get(name, causal.template)
     strategy = get_strategy(name)
     fitted = strategy.fit(causal, KEYWORD, [{"text": e["text"]} for e in KEYWORD])
     assert isinstance(fitted, PromptModel)

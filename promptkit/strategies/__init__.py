@@ -1,13 +1,15 @@
 """Training strategies, registered by name; importing this package registers the built-in ones."""
 
-from promptkit.strategies import finetune, zero_shot  # noqa: F401  (registers the built-ins)
+from promptkit.strategies import finetune, soft_prompt, zero_shot  # noqa: F401  (registers the built-ins)
 from promptkit.strategies.finetune import Finetune, LoraSettings
 from promptkit.strategies.registry import Strategy, StrategyError, get_strategy, list_strategies, register
+from promptkit.strategies.soft_prompt import SoftPrompt
 from promptkit.strategies.zero_shot import ZeroShot
 
 __all__ = [
     "Finetune",
     "LoraSettings",
+    "SoftPrompt",
     "Strategy",
     "StrategyError",
     "ZeroShot",
