@@ -185,6 +185,16 @@ class PromptModel(torch.nn.Module):
             self.calibration_ = mean_prior(self.label_log_probs(unlabeled))
         return self
 
+    def refit_calibration(self, unlabeled: Any = None) -> None:
+        """After the weights changed: drop the old prior and refit it where possible.
+
+        A content-free prior is always refitted; a batch prior only when ``unlabeled``
+        is given (otherwise it is estimated on the inputs predicted).
+        """
+        self.calibration_ = None
+        if self.calibrate == "content_free" or (self.calibrate == "batch" and unlabeled is not None):
+            self.fit_calibration(unlabeled)
+
     def content_free_prior(self) -> torch.Tensor:
         """``[n_labels]`` log of the mean label distribution for content-free inputs (``"N/A"`` ...)."""
         fields = sorted(self.template.variables)

@@ -124,7 +124,5 @@ class Finetune:
             set_seed(self.config.seed)  # adapter initialisation is random
             add_lora(model.backbone, self.lora)
         self.result_ = train_model(model, train, self.config, dev=dev, resume_from=resume_from)
-        model.calibration_ = None  # a prior fitted before training no longer applies
-        if model.calibrate == "content_free" or (model.calibrate == "batch" and unlabeled is not None):
-            model.fit_calibration(unlabeled)
+        model.refit_calibration(unlabeled)
         return model

@@ -150,7 +150,5 @@ class SoftPrompt:
         model.backbone.requires_grad_(False)
         model.slot_embeddings = self.build(model, n_tokens)
         self.result_ = train_model(model, rows, self.config, dev=dev, resume_from=resume_from)
-        model.calibration_ = None  # a prior fitted before training no longer applies
-        if model.calibrate == "content_free" or (model.calibrate == "batch" and unlabeled is not None):
-            model.fit_calibration(unlabeled)
+        model.refit_calibration(unlabeled)
         return model
