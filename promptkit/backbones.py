@@ -124,9 +124,9 @@ def _assembled_gguf(alias: str, spec: BundledModel) -> Path:
 
 def _dense_cache(alias: str, spec: BundledModel, gguf: Path) -> Path:
     """Dequantize a GGUF checkpoint once and keep the dense weights as safetensors."""
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
-    target = cache_dir() / f"{alias}-{spec.version}" / "dense"
+    target = cache_dir() / f"{alias}-{spec.version}" / "dense-v2"
     if (target / "model.safetensors").exists():
         return target
     logger.info("dequantizing %s once (about 15 s); cached in %s", gguf.name, target)
@@ -136,7 +136,7 @@ def _dense_cache(alias: str, spec: BundledModel, gguf: Path) -> Path:
     del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent))
-    save_model(model, str(staging / "model.safetensors"))
+    save_file(_unshared_state_dict(model), str(staging / "model.safetensors"))
     model.config.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     try:
@@ -144,6 +144,21 @@ def _dense_cache(alias: str, spec: BundledModel, gguf: Path) -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _unshared_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with each shared (tied) tensor stored once, under its first name.
+
+    Keeping the input embedding's name (not ``lm_head.weight``) lets the folder load as
+    any model class of the architecture, e.g. a sequence classifier, with real embeddings.
+    """
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            out[name] = tensor.contiguous()
+    return out
 
 
 def resolve(name_or_path: str) -> tuple[str, HeadKind | None]:

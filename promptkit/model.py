@@ -198,7 +198,8 @@ class PromptModel(torch.nn.Module):
     def content_free_prior(self) -> torch.Tensor:
         """``[n_labels]`` log of the mean label distribution for content-free inputs (``"N/A"`` ...)."""
         fields = sorted(self.template.variables)
-        free = [dict.fromkeys(fields, text) for text in CONTENT_FREE]
+        special = set(self.tokenizer.all_special_tokens)  # "[MASK]" is a real mask for a BERT tokenizer
+        free = [dict.fromkeys(fields, text) for text in CONTENT_FREE if text not in special]
         return mean_prior(self.label_log_probs(free, progress=False))
 
     def _calibrated(self, log_probs: torch.Tensor) -> torch.Tensor:

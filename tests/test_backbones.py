@@ -23,11 +23,22 @@ def test_splade_tiny_is_a_real_bert_mlm():
 
 @pytest.mark.real_model
 def test_smollm2_loads_from_dense_cache(smollm2_dir):
-    assert (cache_dir() / "smollm2-135m-0.1.2" / "dense" / "model.safetensors").exists()
+    assert (cache_dir() / "smollm2-135m-0.1.2" / "dense-v2" / "model.safetensors").exists()
     model, tokenizer, head = load_backbone("smollm2-135m")
     assert head == "causal" and model.config.model_type == "llama" and tokenizer.is_fast
     assert getattr(model.config, "quantization_config", None) is None
     assert model.num_parameters() == pytest.approx(134.5e6, rel=0.01)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+@pytest.mark.real_model
+def test_smollm2_cache_loads_as_another_head(smollm2_dir):
+    """The cache stores the tied embedding under its input name, so other model classes get it too."""
+    from transformers import AutoModelForSequenceClassification
+
+    causal, _, _ = load_backbone("smollm2-135m")
+    classifier = AutoModelForSequenceClassification.from_pretrained(smollm2_dir, num_labels=2)
+    assert torch.equal(classifier.get_input_embeddings().weight, causal.get_input_embeddings().weight)
 
 
 def test_unknown_alias_suggests_closest():

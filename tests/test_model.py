@@ -191,3 +191,12 @@ def test_local_directory_backbone(tiny_mlm, wordpiece_tokenizer, tmp_path):
     np.testing.assert_allclose(model.predict_proba(EXAMPLES), reference.predict_proba(EXAMPLES), atol=1e-6)
     with pytest.raises(PromptkitError, match="needs template"):
         PromptModel.from_pretrained(str(tmp_path / "ckpt"))
+
+
+def test_content_free_calibration_on_a_masked_lm(tiny_mlm, wordpiece_tokenizer):
+    """ "[MASK]" is a content-free string for causal LMs but the real mask for BERT: it is skipped there."""
+    raw = _model(tiny_mlm, wordpiece_tokenizer, text="{{ text }} It was {{ mask }}.")
+    cal = _model(tiny_mlm, wordpiece_tokenizer, text="{{ text }} It was {{ mask }}.", calibrate="content_free")
+    free = raw.predict_proba([{"text": t} for t in ("N/A", "")]).mean(0)
+    expected = raw.predict_proba(EXAMPLES) / free
+    np.testing.assert_allclose(cal.predict_proba(EXAMPLES), expected / expected.sum(-1, keepdims=True), atol=1e-5)

@@ -1,0 +1,263 @@
+"""Few-shot accuracy against K: prompt-based methods vs head fine-tuning and SetFit.
+
+LM-BFF's protocol (Gao et al. 2021): for each seed draw K training and K dev examples per
+class from the training set, train, and evaluate on the full evaluation split; report mean
+and std over the seeds 13, 21, 42, 87, 100. AG News ships only its test file here, so its
+K-shot sets are drawn from the test file and it is evaluated on the disjoint remainder.
+
+Methods: zero_shot (no training), prompt_finetune (LM-BFF, all weights), soft_prompt
+(prompt tuning, backbone frozen), lora (prompt fine-tuning of LoRA adapters), head_finetune
+(AutoModelForSequenceClassification on the same backbone, same data, steps and batch size)
+and setfit (SetFit on all-MiniLM-L6-v2; needs ``pip install 'promptkit[benchmarks]'``).
+
+Each trained run gets a fresh copy of the pretrained weights. With ``--eval-every N`` > 0
+(the default) the dev set picks the best checkpoint among evaluations every N steps (and
+the last), for every method but SetFit, whose own recipe has no dev selection.
+
+    python benchmarks/few_shot.py                                  # K=16, all tasks, methods, seeds
+    python benchmarks/few_shot.py --k 4 8 16 32 64 --tasks sst2 rte
+    python benchmarks/few_shot.py --tasks sst2 --seeds 13 --eval-limit 200 --methods zero_shot lora
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from sklearn.metrics import accuracy_score, f1_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, environment, write_results  # noqa: E402
+from _few_shot_methods import (  # noqa: E402
+    METHODS,
+    PROMPT_METHODS,
+    Backbones,
+    MethodUnavailable,
+    Settings,
+    Split,
+    run_head_finetune,
+    run_prompt_method,
+    run_setfit,
+)
+from _few_shot_report import aggregate, markdown, plot  # noqa: E402
+
+from promptkit import load_task, sample_k_shot  # noqa: E402
+from promptkit.backbones import DEFAULT_BACKBONE  # noqa: E402
+from promptkit.catalog import list_templates, load_template, load_verbalizer, paired_verbalizer  # noqa: E402
+from promptkit.data import get_task  # noqa: E402
+
+logger = logging.getLogger("few_shot")
+TASKS = ("sst2", "rte", "cb", "ag_news")
+KS = (4, 8, 16, 32, 64)
+SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's
+# (train split, evaluation split); AG News: the same file, evaluated on the rows not sampled.
+SPLITS = {"sst2": ("train", "dev"), "rte": ("train", "val"), "cb": ("train", "val"), "ag_news": ("test", "test")}
+# Catalog templates with the mask at the end: one forward pass per example for a causal LM.
+TEMPLATES = {
+    "sst2": "sst2/review_sentiment",
+    "rte": "rte/question_yes_no",
+    "cb": "cb/question_yes_no_maybe",
+    "ag_news": "ag_news/topic_end",
+}
+# For a 135M LM at 100 steps of 8: full fine-tuning a little above LM-BFF's 1e-5 (fewer steps);
+# LoRA and soft prompts train few parameters and need far higher rates.
+LEARNING_RATES = {"prompt_finetune": 2e-5, "soft_prompt": 3e-2, "lora": 5e-4, "head_finetune": 2e-5, "setfit": 2e-5}
+AG_NEWS_NOTE = (
+    "AG News has only its test file here: the K-shot train and dev sets are drawn from it and "
+    "accuracy is measured on the disjoint remainder of the test file."
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--k", nargs="*", type=int, choices=KS, default=[16], help="examples per class")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    parser.add_argument("--template", nargs="*", default=[], metavar="TASK=NAME",
+                        help="override a task's catalog template, e.g. sst2=sst2/it_was")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per trained run")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-every", type=int, default=25, help="dev-set checkpoint selection; 0 = off")
+    parser.add_argument("--eval-limit", type=int, default=None, help="first N evaluation examples only")
+    parser.add_argument("--max-length", type=int, default=256, help="most tokens per input")
+    for method, rate in LEARNING_RATES.items():
+        parser.add_argument(f"--lr-{method.replace('_', '-')}", type=float, default=rate)
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = 2r)")
+    parser.add_argument("--soft-tokens", type=int, default=20, help="soft-prompt positions before the template")
+    parser.add_argument(
+        "--zero-shot-calibrate",
+        choices=("none", "content_free"),
+        default="none",
+        help="none = LM-BFF's zero-shot row; content_free = contextual calibration",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    if not args.k:
+        parser.error("--k needs at least one of 4 8 16 32 64")
+    if args.steps < 1 or args.batch_size < 1 or args.eval_every < 0:
+        parser.error("--steps and --batch-size must be >= 1 and --eval-every >= 0")
+    args.templates = {**TEMPLATES, **_template_overrides(parser, args.template)}
+    return args
+
+
+def _template_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        task, sep, name = item.partition("=")
+        if not sep or task not in TASKS:
+            parser.error(f"--template {item!r}: expected TASK=NAME with TASK one of {list(TASKS)}")
+        name = name if "/" in name else f"{task}/{name}"
+        if name not in list_templates(task):
+            parser.error(f"--template {item!r}: unknown template; {task} has {list_templates(task)}")
+        out[task] = name
+    return out
+
+
+def load_pool(task: str) -> tuple[list[dict], list[dict] | None]:
+    """The rows K-shot sets are drawn from (each with its position ``_pos``), and the fixed eval set.
+
+    The eval set is None where it is the remainder of the pool (AG News).
+    """
+    train_split, eval_split = SPLITS[task]
+    pool = [{**row, "_pos": i} for i, row in enumerate(load_task(task, train_split))]
+    return pool, None if eval_split == train_split else load_task(task, eval_split)
+
+
+def draw(task: str, pool: list[dict], fixed_eval: list[dict] | None, k: int, seed: int, limit: int | None) -> Split:
+    """K per class for train, then K per class for dev from the rest (LM-BFF); classes short of K give all they have."""
+    train = sample_k_shot(pool, k, seed=seed, allow_fewer=True)
+    taken = {row["_pos"] for row in train}
+    dev = sample_k_shot([r for r in pool if r["_pos"] not in taken], k, seed=seed, allow_fewer=True)
+    taken |= {row["_pos"] for row in dev}
+    evaluation = fixed_eval if fixed_eval is not None else [r for r in pool if r["_pos"] not in taken]
+    return Split(get_task(task).fields, train, dev, evaluation[:limit] if limit else evaluation)
+
+
+def short_classes(task: str, k: int, split: Split) -> list[str]:
+    """Notes on train/dev sets with fewer than K examples of a class (CB has 16 'neutral' training rows)."""
+    notes = []
+    for name, rows in (("train", split.train), ("dev", split.dev)):
+        counts = Counter(r["label"] for r in rows)
+        short = {str(label): counts[label] for label in get_task(task).labels if counts[label] < k}
+        if short:
+            notes.append(f"{task} K={k}: the {name} set has fewer than K examples of {short} (all there were).")
+    return notes
+
+
+def scores(task: str, rows: list[dict], predicted: list) -> dict[str, float]:
+    targets = [row["label"] for row in rows]
+    return {
+        "accuracy": float(accuracy_score(targets, predicted)),
+        "macro_f1": float(f1_score(targets, predicted, labels=list(get_task(task).labels), average="macro")),
+    }
+
+
+def run_method(method: str, task: str, split: Split, backbones: Backbones, settings: Settings, seed: int, args) -> list:
+    if method in PROMPT_METHODS:
+        name = args.templates[task]
+        template, verbalizer = load_template(name), load_verbalizer(paired_verbalizer(name))
+        return run_prompt_method(method, backbones, template, verbalizer, split, settings, seed)
+    if method == "head_finetune":
+        return run_head_finetune(backbones, get_task(task).labels, split, settings, seed)
+    return run_setfit(get_task(task).labels, split, settings, seed)
+
+
+class Runner:
+    """Every (task, K, seed, method) run; collects the rows and the methods skipped with the reason."""
+
+    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
+        self.args, self.settings = args, settings
+        self.backbones = Backbones(args.backbone)
+        self.rows: list[dict] = []
+        self.skipped: dict[str, str] = {}
+        self.zero_shot_done: dict[tuple, dict] = {}  # eval set -> result
+        self.short_classes: set[str] = set()
+
+    def run(self) -> None:
+        for task in self.args.tasks:
+            pool, fixed_eval = load_pool(task)
+            for k in self.args.k:
+                for seed in self.args.seeds:
+                    split = draw(task, pool, fixed_eval, k, seed, self.args.eval_limit)
+                    for note in short_classes(task, k, split):
+                        logger.warning("seed %d: %s", seed, note)
+                        self.short_classes.add(note)
+                    for method in self.args.methods:
+                        if method not in self.skipped:
+                            self._run_one(method, task, k, seed, split)
+
+    def _run_one(self, method: str, task: str, k: int, seed: int, split: Split) -> None:
+        about = {"task": task, "k": k, "seed": seed, "method": method}
+        sizes = {"n_train": len(split.train), "n_dev": len(split.dev), "n_eval": len(split.eval)}
+        # Zero-shot uses no training data: score each evaluation set once, reuse it for every K and seed.
+        eval_key = (task, tuple(r.get("_pos", i) for i, r in enumerate(split.eval)))
+        if method == "zero_shot" and eval_key in self.zero_shot_done:
+            self.rows.append({**about, **self.zero_shot_done[eval_key], **sizes, "reused": True})
+            return
+        start = time.perf_counter()
+        try:
+            predicted = run_method(method, task, split, self.backbones, self.settings, seed, self.args)
+        except MethodUnavailable as err:
+            logger.warning("skipping %s: %s", method, err)
+            self.skipped[method] = str(err)
+            return
+        result = {**scores(task, split.eval, predicted), "seconds": time.perf_counter() - start}
+        if method == "zero_shot":
+            self.zero_shot_done[eval_key] = result
+        self.rows.append({**about, **result, **sizes, "reused": False})
+        logger.info("%s K=%d seed=%d %s: %s", task, k, seed, method, result)
+        gc.collect()  # the run's model copy
+
+
+def notes_for(args: argparse.Namespace, runner: Runner) -> list[str]:
+    """What a reader of the table must know about this run."""
+    notes = [f"{args.backbone}; {args.steps} steps of batch {args.batch_size}; seeds {args.seeds}."]
+    if args.eval_every:
+        every = args.eval_every
+        notes.append(f"a dev set of K per class, drawn disjoint from train (LM-BFF), picks the best checkpoint "
+                     f"among evaluations every {every} steps and at the end; SetFit has no dev selection.")  # fmt: skip
+    else:
+        notes.append("no dev-set selection: every method is evaluated at its last step.")
+    notes.append("zero_shot trains nothing: it is scored once per evaluation set and repeated across K and seeds.")
+    if "ag_news" in args.tasks:
+        notes.append(AG_NEWS_NOTE)
+    if args.eval_limit:
+        notes.append(f"evaluation capped at the first {args.eval_limit} examples (--eval-limit).")
+    notes += sorted(runner.short_classes)
+    return notes + [f"skipped {method}: {reason}" for method, reason in runner.skipped.items()]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rates = {m: getattr(args, f"lr_{m}") for m in LEARNING_RATES}
+    settings = Settings(args.steps, args.batch_size, args.eval_every, args.max_length, rates,
+                        args.lora_r, args.soft_tokens, args.zero_shot_calibrate)  # fmt: skip
+    runner = Runner(args, settings)
+    runner.run()
+    aggregates = aggregate(runner.rows)
+    notes = notes_for(args, runner)
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "template", "templates")}
+    config["templates"] = {task: args.templates[task] for task in args.tasks}
+    config["splits"] = {task: dict(zip(("train", "eval"), SPLITS[task])) for task in args.tasks}
+    payload = {"config": config, "environment": environment(), "notes": notes, "skipped": runner.skipped,
+               "std": "sample standard deviation over seeds (ddof=1)", "runs": runner.rows,
+               "aggregates": aggregates}  # fmt: skip
+    name = f"few_shot_{Path(args.backbone).name}"
+    methods = [m for m in args.methods if m not in runner.skipped]
+    table = markdown(aggregates, args.tasks, methods, args.k, notes)
+    path = write_results(name, payload, table, args.out)
+    plot(aggregates, args.tasks, methods, (args.out or RESULTS) / f"{name}.png", f"few-shot, {args.backbone}")
+    print(f"\n{table}\n\nwrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
