@@ -18,16 +18,14 @@ covers every head:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 
+from promptkit.backbones import HeadKind
 from promptkit.cloze_rows import Rows, slot_tokens
 from promptkit.errors import EncodingError, TemplateError
 from promptkit.label_words import LabelWordTable
 from promptkit.template import Prompt, Segment
-
-HeadKind = Literal["mlm", "causal"]
 
 
 @dataclass
