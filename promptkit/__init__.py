@@ -12,6 +12,7 @@ from promptkit.errors import (
     VerbalizerError,
 )
 from promptkit.model import PromptModel
+from promptkit.soft_verbalizer import SoftVerbalizer
 from promptkit.strategies import get_strategy, list_strategies, register
 from promptkit.template import Prompt, Segment, Template
 from promptkit.train import train
@@ -27,6 +28,7 @@ __all__ = [
     "PromptModel",
     "PromptkitError",
     "Segment",
+    "SoftVerbalizer",
     "Template",
     "TrainConfig",
     "TemplateError",

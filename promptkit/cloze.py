@@ -37,6 +37,8 @@ class ClozeBatch:
         attention_mask: ``[R, T]``.
         positions: ``[R, P]`` hidden positions that go through the LM head.
         slot_positions: ``[R, S]`` positions of the template's slot tokens (``S`` may be 0).
+        example_rows: ``[B]`` each example's first row; its first scored position is where the
+            label word's (first) token is predicted.
         gather: ``[S, 3]`` (row, index into ``positions``, token id) of each log-prob to read.
         cell: ``[S]`` flat (example * n_words + word) cell each log-prob is added to.
         n_examples: number of prompts ``B``.
@@ -47,6 +49,7 @@ class ClozeBatch:
     attention_mask: torch.Tensor
     positions: torch.Tensor
     slot_positions: torch.Tensor
+    example_rows: torch.Tensor
     gather: torch.Tensor
     cell: torch.Tensor
     n_examples: int
@@ -196,6 +199,7 @@ class ClozeEncoder:
         rows = Rows(len(self.table.words))
         build = self._rows_mlm if self.head == "mlm" else self._rows_causal
         for b, prompt in enumerate(prompts):
+            rows.start_example()
             build(b, self._fit(prompt), prompt.chat, prompt.slot_size, rows)
         return ClozeBatch(**rows.pad(self.pad_id, len(prompts)))
 

@@ -23,6 +23,11 @@ class Rows:
     slots: list[list[int]] = field(default_factory=list)
     gather: list[tuple[int, int, int]] = field(default_factory=list)
     cell: list[int] = field(default_factory=list)
+    first_rows: list[int] = field(default_factory=list)
+
+    def start_example(self) -> None:
+        """Mark where the next example's rows begin (its first row predicts the label word)."""
+        self.first_rows.append(len(self.ids))
 
     def add(self, ids: list[int], positions: list[int], slots: list[int]) -> int:
         """Append a row; return its index."""
@@ -56,6 +61,7 @@ class Rows:
             "attention_mask": attention,
             "positions": positions,
             "slot_positions": torch.tensor(self.slots, dtype=torch.long).reshape(len(self.ids), -1),
+            "example_rows": torch.tensor(self.first_rows, dtype=torch.long),
             "gather": torch.tensor(self.gather, dtype=torch.long).reshape(-1, 3),
             "cell": torch.tensor(self.cell, dtype=torch.long),
             "n_examples": n_examples,

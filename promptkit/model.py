@@ -21,7 +21,15 @@ from promptkit.cloze import ClozeBatch, ClozeEncoder
 from promptkit.data import as_examples
 from promptkit.errors import PromptkitError
 from promptkit.label_words import LabelWordTable
-from promptkit.scoring import Combine, calibrated, combine_words, head_only_at, mean_prior, word_log_probs
+from promptkit.scoring import (
+    Combine,
+    calibrated,
+    combine_words,
+    head_only_at,
+    mean_prior,
+    output_features,
+    word_log_probs,
+)
 from promptkit.template import Template, render_all
 from promptkit.verbalizer import Label, Verbalizer
 
@@ -93,6 +101,9 @@ class PromptModel(torch.nn.Module):
         # Vectors for the template's {{ soft(n) }} / {{ trigger(n) }} slots: a module returning [S, H],
         # set by a strategy (soft prompts, AutoPrompt); None when the template has no slots.
         self.slot_embeddings: torch.nn.Module | None = None
+        # Replaces the label words' vocabulary rows when set (soft verbalizer): maps the features the
+        # vocabulary projection would see at the predicted position, [B, H'], to label scores [B, L].
+        self.label_head: torch.nn.Module | None = None
 
     @classmethod
     def from_pretrained(
@@ -132,9 +143,11 @@ class PromptModel(torch.nn.Module):
     def forward(self, batch: ClozeBatch) -> torch.Tensor:
         """Label log-scores ``[B, n_labels]`` (uncalibrated, not normalised over labels)."""
         batch = batch.to(self.device)
-        with head_only_at(self.backbone, batch.positions):
+        with head_only_at(self.backbone, batch.positions), output_features(self.backbone) as features:
             logits = self.backbone(**self._inputs(batch), attention_mask=batch.attention_mask, use_cache=False).logits
         # logits: [R, P, V]
+        if self.label_head is not None:  # soft verbalizer: label vectors scored where the word is predicted
+            return self.label_head(features[0][batch.example_rows, 0]).log_softmax(-1)  # [B, L]
         words = word_log_probs(logits, batch.gather, batch.cell, batch.n_examples * batch.n_words)
         words = words.view(batch.n_examples, batch.n_words)  # [B, W]
         return combine_words(words, self.word_label, len(self.verbalizer.labels), self.combine)

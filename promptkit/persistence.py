@@ -5,8 +5,9 @@ A saved folder holds ``promptkit.json`` (options, backbone source, calibration),
 ``backbone/`` (the transformers checkpoint as safetensors plus the tokenizer). A backbone
 with LoRA adapters (``peft``) is saved as ``adapter/`` (adapter weights as safetensors plus
 ``adapter_config.json``) and a reference to its base backbone, never the full weights.
-A model with ``slot_embeddings`` (soft prompts) keeps them in ``slot_embeddings/``: the
-module's registered type and ``config()`` as JSON, its weights as safetensors.
+Trainable add-on modules, ``slot_embeddings`` (soft prompts) and ``label_head`` (soft
+verbalizer), are kept in folders of those names: the module's registered type and
+``config()`` as JSON, its weights as safetensors.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from promptkit.verbalizer import Verbalizer
 MANIFEST = "promptkit.json"
 FORMAT_VERSION = 1
 ADAPTER = "adapter"
-SLOTS = "slot_embeddings"
-_SLOT_MODULES: dict[str, type] = {}
+MODULES = ("slot_embeddings", "label_head")  # PromptModel attributes holding registered modules
+_REGISTERED: dict[str, type] = {}
 
 
 def is_saved_model(path: str) -> bool:
@@ -78,34 +79,34 @@ def load_adapter(backbone: torch.nn.Module, directory: Path) -> None:
         raise PromptkitError(f"{directory} has adapter weights the backbone lacks: {loaded.unexpected_keys[:5]}")
 
 
-def register_slot_module(name: str) -> Callable[[type], type]:
-    """Class decorator: save and load this ``slot_embeddings`` module type under ``name``.
+def register_module(name: str) -> Callable[[type], type]:
+    """Class decorator: save and load this add-on module type (``slot_embeddings``, ``label_head``) as ``name``.
 
     The class needs ``config() -> dict`` (JSON-ready) and ``from_config(dict)`` (a classmethod).
 
     Example:
-        >>> @register_slot_module("fixed_vectors")  # doctest: +SKIP
+        >>> @register_module("fixed_vectors")  # doctest: +SKIP
         ... class FixedVectors(torch.nn.Module): ...
     """
 
     def decorate(cls: type) -> type:
-        known = _SLOT_MODULES.get(name)
+        known = _REGISTERED.get(name)
         if known is not None and known.__qualname__ != cls.__qualname__:
             raise PromptkitError(f"slot module name {name!r} is already taken by {known.__qualname__}; pick another")
-        cls.slot_module_type = name
-        _SLOT_MODULES[name] = cls
+        cls.module_type = name
+        _REGISTERED[name] = cls
         return cls
 
     return decorate
 
 
-def save_slot_module(module: torch.nn.Module, directory: Path) -> None:
+def save_module(module: torch.nn.Module, directory: Path) -> None:
     """Write a registered slot-embeddings module: ``config.json`` (type + config) and ``model.safetensors``."""
-    name = getattr(type(module), "slot_module_type", None)
-    if _SLOT_MODULES.get(name) is not type(module):
+    name = getattr(type(module), "module_type", None)
+    if _REGISTERED.get(name) is not type(module):
         raise PromptkitError(
-            f"cannot save slot_embeddings of type {type(module).__name__}: it is not registered; decorate the "
-            "class with @promptkit.persistence.register_slot_module('name') and give it config()/from_config()"
+            f"cannot save {directory.name} of type {type(module).__name__}: it is not registered; decorate the "
+            "class with @promptkit.persistence.register_module('name') and give it config()/from_config()"
         )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps({"type": name, "config": module.config()}, indent=2))
@@ -113,15 +114,15 @@ def save_slot_module(module: torch.nn.Module, directory: Path) -> None:
     save_file(weights, str(directory / "model.safetensors"))
 
 
-def load_slot_module(directory: Path) -> torch.nn.Module:
-    """Rebuild the module written by :func:`save_slot_module`."""
+def load_module(directory: Path) -> torch.nn.Module:
+    """Rebuild the module written by :func:`save_module`."""
     saved = json.loads((directory / "config.json").read_text())
-    if saved["type"] not in _SLOT_MODULES:
+    if saved["type"] not in _REGISTERED:
         raise PromptkitError(
-            f"{directory} holds slot_embeddings of unknown type {saved['type']!r}; registered types are "
-            f"{sorted(_SLOT_MODULES)}. Import the module that registers it before loading"
+            f"{directory} holds a module of unknown type {saved['type']!r}; registered types are "
+            f"{sorted(_REGISTERED)}. Import the module that registers it before loading"
         )
-    module = _SLOT_MODULES[saved["type"]].from_config(saved["config"])
+    module = _REGISTERED[saved["type"]].from_config(saved["config"])
     module.load_state_dict(load_file(str(directory / "model.safetensors")))
     return module
 
@@ -143,13 +144,14 @@ def save(model, directory: str, *, include_backbone: bool = True) -> None:
         model.tokenizer.save_pretrained(out / "backbone")
     if adapter:
         save_adapter(model.backbone, out / ADAPTER)
-    if model.slot_embeddings is not None:
-        save_slot_module(model.slot_embeddings, out / SLOTS)
+    modules = {name: getattr(model, name) for name in MODULES if getattr(model, name) is not None}
+    for name, module in modules.items():
+        save_module(module, out / name)
     manifest = {
         "format_version": FORMAT_VERSION,
         "backbone": "backbone" if include_backbone else model.name_or_path,
         "adapter": ADAPTER if adapter else None,
-        "slot_embeddings": SLOTS if model.slot_embeddings is not None else None,
+        **{name: name if name in modules else None for name in MODULES},
         "head": model.head,
         "options": {
             "calibrate": model.calibrate,
@@ -184,8 +186,9 @@ def load(cls, directory: str, *, template=None, verbalizer=None, dtype=None, dev
     model = cls(
         backbone, tokenizer, template, verbalizer, head=head, name_or_path=source, **{**manifest["options"], **options}
     )
-    if manifest.get("slot_embeddings"):
-        model.slot_embeddings = load_slot_module(root / manifest["slot_embeddings"])
+    for name in MODULES:
+        if manifest.get(name):
+            setattr(model, name, load_module(root / manifest[name]).to(model.device))
     if manifest["calibration"] is not None and not overridden:
         model.calibration_ = torch.tensor(manifest["calibration"])
     return model.to(device) if device is not None else model

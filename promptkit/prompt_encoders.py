@@ -2,7 +2,7 @@
 
 Each module's ``forward()`` returns the ``[S, H]`` vectors that
 :class:`~promptkit.model.PromptModel` puts at the template's slot positions. Each is
-registered with :func:`~promptkit.persistence.register_slot_module`, so a saved model
+registered with :func:`~promptkit.persistence.register_module`, so a saved model
 stores its ``config()`` as JSON and its weights as safetensors and loads it back by name.
 
 - :class:`PromptTuning` (Lester et al., 2021): the vectors themselves are the parameters.
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from promptkit.persistence import register_slot_module
+from promptkit.persistence import register_module
 
 
 class _PromptModule(torch.nn.Module):
@@ -40,7 +40,7 @@ class _PromptModule(torch.nn.Module):
         return f"n_tokens={self.n_tokens}, hidden_size={self.hidden_size}"
 
 
-@register_slot_module("prompt_tuning")
+@register_module("prompt_tuning")
 class PromptTuning(_PromptModule):
     """Prompt tuning: ``S`` free vectors of the backbone's embedding size.
 
@@ -53,7 +53,7 @@ class PromptTuning(_PromptModule):
         return self.prompt  # [S, H]
 
 
-@register_slot_module("p_tuning_lstm")
+@register_module("p_tuning_lstm")
 class LstmPromptEncoder(_PromptModule):
     """P-tuning's encoder: a 2-layer bi-LSTM over the input vectors, then a 2-layer MLP.
 
@@ -74,7 +74,7 @@ class LstmPromptEncoder(_PromptModule):
         return self.mlp(states.squeeze(0))  # [S, H]
 
 
-@register_slot_module("p_tuning_mlp")
+@register_module("p_tuning_mlp")
 class MlpPromptEncoder(_PromptModule):
     """P-tuning with a residual 2-layer MLP: ``x + MLP(x)``; starts equal to the input vectors.
 

@@ -46,6 +46,21 @@ def head_only_at(model: torch.nn.Module, positions: torch.Tensor) -> Iterator[No
         handle.remove()
 
 
+@contextmanager
+def output_features(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Capture what the vocabulary projection receives (``[R, P, H']``), e.g. for a soft verbalizer.
+
+    That is the final hidden state for a causal LM and the MLM head's transformed state for
+    a masked LM: the vectors the label words' output embeddings are scored against.
+    """
+    captured: list[torch.Tensor] = []
+    handle = model.get_output_embeddings().register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
 def word_log_probs(logits: torch.Tensor, gather: torch.Tensor, cell: torch.Tensor, n_cells: int) -> torch.Tensor:
     """Sum the token log-probs of each (example, word) cell.
 

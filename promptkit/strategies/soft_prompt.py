@@ -19,6 +19,7 @@ from promptkit.data import as_examples
 from promptkit.errors import DataError, TemplateError
 from promptkit.model import PromptModel
 from promptkit.prompt_encoders import ENCODERS
+from promptkit.soft_verbalizer import SoftVerbalizer
 from promptkit.strategies.registry import StrategyError, register
 from promptkit.template import Template
 from promptkit.train import train as train_model
@@ -89,6 +90,9 @@ class SoftPrompt:
             embedding matrix's standard deviation.
         init_words: text whose tokens, repeated or cut to ``S``, start the vectors (``init="vocab"``).
         seed: seeds the initial vectors and encoder weights.
+        soft_verbalizer: also train label vectors in place of the label words' output
+            embeddings (WARP-style :class:`~promptkit.soft_verbalizer.SoftVerbalizer`,
+            started from the words' embeddings).
 
     Example:
         >>> template = Template("{{ soft(20) }} {{ text }} It was {{ mask }}")  # doctest: +SKIP
@@ -105,6 +109,7 @@ class SoftPrompt:
         init: Init = "vocab",
         init_words: str | None = None,
         seed: int = 0,
+        soft_verbalizer: bool = False,
     ) -> None:
         _check("encoder", encoder, tuple(ENCODERS))
         _check("init", init, ("vocab", "random"))
@@ -115,12 +120,13 @@ class SoftPrompt:
         else:
             self.config = TrainConfig.from_dict({"learning_rate": DEFAULT_LEARNING_RATE, **(config or {})})
         self.encoder, self.init, self.init_words, self.seed = encoder, init, init_words, seed
+        self.soft_verbalizer = soft_verbalizer
         self.result_: TrainResult | None = None
 
     def __repr__(self) -> str:
         return (
             f"SoftPrompt(config={self.config!r}, encoder={self.encoder!r}, init={self.init!r}, "
-            f"init_words={self.init_words!r}, seed={self.seed})"
+            f"init_words={self.init_words!r}, seed={self.seed}, soft_verbalizer={self.soft_verbalizer})"
         )
 
     def build(self, model: PromptModel, n_tokens: int) -> torch.nn.Module:
@@ -149,6 +155,7 @@ class SoftPrompt:
         n_tokens = soft_slot_count(model.template, rows[0])
         model.backbone.requires_grad_(False)
         model.slot_embeddings = self.build(model, n_tokens)
+        model.label_head = SoftVerbalizer.from_model(model) if self.soft_verbalizer else None
         self.result_ = train_model(model, rows, self.config, dev=dev, resume_from=resume_from)
         model.refit_calibration(unlabeled)
         return model
