@@ -148,7 +148,7 @@ class _Run:
         self.total = config.max_steps or config.epochs * math.ceil(n_batches / config.grad_accumulation)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config, self.total))
         self.loop: dict[str, Any] = {"step": 0, "epoch": 0, "update": 0, "losses": [], "dev_scores": []}
-        self.loop.update({"best_score": None, "best_step": None, "bad_evals": 0})
+        self.loop.update({"best_score": None, "best_step": None, "best_key": None, "bad_evals": 0})
         self.best: dict[str, torch.Tensor] | None = None
         try:
             self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_cpu_processes())
@@ -229,13 +229,19 @@ class _Run:
             self.accelerator.wait_for_everyone()
 
     def _evaluate(self) -> None:
+        """Dev accuracy; ties (common on small dev sets) go to the higher gold-label log-likelihood."""
         loop = self.loop
         self.model.eval()
-        score = self.model.score(self.dev, label_key=self.config.label_key, progress=False)
+        proba = self.model.predict_proba(self.dev, progress=False)  # [N, L]
         self.model.train()
-        loop["dev_scores"].append([loop["step"], score])
-        if loop["best_score"] is None or score > loop["best_score"]:
+        gold = np.asarray(labels_of(self.dev, self.model.verbalizer, self.config.label_key))
+        score = float((proba.argmax(-1) == gold).mean())
+        loglik = float(np.log(proba[np.arange(len(gold)), gold] + 1e-12).mean())
+        loop["dev_scores"].append([loop["step"], score, loglik])
+        best = loop.get("best_key")
+        if best is None or (score, loglik) > tuple(best):
             loop["best_score"], loop["best_step"], loop["bad_evals"] = score, loop["step"], 0
+            loop["best_key"] = [score, loglik]
             self.best = checkpoint.trainable_state(self.model)
         else:
             loop["bad_evals"] += 1

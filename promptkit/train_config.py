@@ -107,7 +107,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` did: per-step losses, dev scores ``[step, accuracy]``, the best step."""
+    """What :func:`train` did: per-step losses, dev scores ``[step, accuracy, gold log-likelihood]``, the best step."""
 
     steps: int
     losses: list[float] = field(default_factory=list)

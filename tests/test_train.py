@@ -103,8 +103,8 @@ def test_dev_set_early_stopping_keeps_best_weights(causal):
     flipped = [{**e, "label": 1 - e["label"]} for e in KEYWORD]  # dev accuracy falls as train accuracy rises
     result = train(causal, KEYWORD, _config(max_steps=60, eval_every=2, patience=3), dev=flipped[::2] + KEYWORD[:2])
     assert result.stopped_early and result.steps < 60
-    scores = dict((int(s), v) for s, v in result.dev_scores)
-    assert result.best_step == max(scores, key=scores.get) and result.best_score == max(scores.values())
+    best = max(result.dev_scores, key=lambda entry: (entry[1], entry[2]))  # accuracy, then gold log-likelihood
+    assert result.best_step == best[0] and result.best_score == best[1] == max(e[1] for e in result.dev_scores)
     assert causal.score(flipped[::2] + KEYWORD[:2]) == result.best_score
 
 
