@@ -21,6 +21,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from promptkit._registry import add_to_registry
 from promptkit.backbones import load_backbone
 from promptkit.errors import BackboneError, PromptkitError
 from promptkit.template import Template
@@ -90,18 +91,15 @@ def register_module(name: str) -> Callable[[type], type]:
     """
 
     def decorate(cls: type) -> type:
-        known = _REGISTERED.get(name)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise PromptkitError(f"slot module name {name!r} is already taken by {known.__qualname__}; pick another")
+        add_to_registry(_REGISTERED, name, cls, "module", PromptkitError)
         cls.module_type = name
-        _REGISTERED[name] = cls
         return cls
 
     return decorate
 
 
 def save_module(module: torch.nn.Module, directory: Path) -> None:
-    """Write a registered slot-embeddings module: ``config.json`` (type + config) and ``model.safetensors``."""
+    """Write a registered add-on module: ``config.json`` (type + config) and ``model.safetensors``."""
     name = getattr(type(module), "module_type", None)
     if _REGISTERED.get(name) is not type(module):
         raise PromptkitError(

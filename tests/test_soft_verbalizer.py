@@ -51,3 +51,16 @@ def test_soft_prompt_trains_and_saves_a_soft_verbalizer(tiny_causal, bpe_tokeniz
     loaded = PromptModel.from_pretrained(str(tmp_path / "saved"))
     assert isinstance(loaded.label_head, SoftVerbalizer)
     np.testing.assert_array_equal(loaded.predict_proba(KEYWORD), fitted.predict_proba(KEYWORD))
+
+
+def test_a_taken_module_name_is_refused():
+    import pytest
+
+    from promptkit import PromptkitError
+    from promptkit.persistence import register_module
+
+    class Other(torch.nn.Module):
+        pass
+
+    with pytest.raises(PromptkitError, match="module name 'soft_verbalizer' is already taken by SoftVerbalizer"):
+        register_module("soft_verbalizer")(Other)

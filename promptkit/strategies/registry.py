@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from promptkit._registry import add_to_registry
 from promptkit.errors import PromptkitError, did_you_mean
 
 _STRATEGIES: dict[str, type] = {}
@@ -42,11 +43,8 @@ def register(name: str) -> Callable[[T], T]:
     def decorate(cls: T) -> T:
         if not callable(getattr(cls, "fit", None)):
             raise StrategyError(f"strategy {name!r} ({cls.__name__}) has no fit(model, train, unlabeled=None) method")
-        known = _STRATEGIES.get(name)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise StrategyError(f"strategy name {name!r} is already taken by {known.__qualname__}; pick another")
+        add_to_registry(_STRATEGIES, name, cls, "strategy", StrategyError)
         cls.name = name
-        _STRATEGIES[name] = cls
         return cls
 
     return decorate
