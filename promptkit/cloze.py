@@ -114,6 +114,7 @@ class ClozeEncoder:
         self.table = table
         self.max_length = max_length
         self._chat: tuple[str, str] | None = None
+        self._measured: tuple = (None, None, None)  # (text, chat, encoding) last measured by _fit
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
         # Slot positions hold a special token (atomic under any tokenizer) until embeddings replace it.
@@ -167,6 +168,7 @@ class ClozeEncoder:
             laid, spans = self._lay(segments, fill)
             text = laid.prefix + fill + laid.suffix
             enc = self.tokenizer(text, add_special_tokens=not prompt.chat, return_offsets_mapping=True)
+            self._measured = (text, prompt.chat, enc)  # usually the very string a row is built from
             excess = len(enc["input_ids"]) + reserve - self.max_length
             if excess <= 0:
                 return laid
@@ -205,7 +207,10 @@ class ClozeEncoder:
 
     def _tokenize(self, text: str, chat: bool, lay: _Laid, middle: int, n_slots: int) -> tuple[list[int], list[int]]:
         """Token ids of ``text`` (= prefix + ``middle`` chars + suffix) and its slot token indices."""
-        enc = self.tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=n_slots > 0)
+        if self._measured[:2] == (text, chat):
+            enc = self._measured[2]  # tokenized while fitting the prompt; do not tokenize it twice
+        else:
+            enc = self.tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=n_slots > 0)
         if not n_slots:
             return enc["input_ids"], []
         shift = len(lay.prefix) + middle
