@@ -17,16 +17,24 @@ the last), for every method but SetFit, whose own recipe has no dev selection.
     python benchmarks/few_shot.py                                  # K=16, all tasks, methods, seeds
     python benchmarks/few_shot.py --k 4 8 16 32 64 --tasks sst2 rte
     python benchmarks/few_shot.py --tasks sst2 --seeds 13 --eval-limit 200 --methods zero_shot lora
+
+Results are rewritten after every run, so a killed grid loses one run at most. ``--merge``
+reads earlier result files and reuses every run whose settings match this invocation's
+(resume a grid, or combine grids run in parallel processes); the rest is run.
+
+    python benchmarks/few_shot.py --tasks sst2 --merge benchmarks/results/few_shot_smollm2-135m.json
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from sklearn.metrics import accuracy_score, f1_score
@@ -98,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="none = LM-BFF's zero-shot row; content_free = contextual calibration",
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--merge", nargs="*", type=Path, default=[], metavar="JSON",
+                        help="earlier results of this script: runs with matching settings are reused")  # fmt: skip
     args = parser.parse_args(argv)
     if not args.k:
         parser.error("--k needs at least one of 4 8 16 32 64")
@@ -159,6 +169,44 @@ def scores(task: str, rows: list[dict], predicted: list) -> dict[str, float]:
     }
 
 
+def run_config(args: argparse.Namespace) -> dict:
+    """The invocation's settings as saved in the results JSON (what ``run_settings`` reads back)."""
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "template", "templates", "merge")}
+    config["templates"] = {task: args.templates[task] for task in args.tasks}
+    config["splits"] = {task: dict(zip(("train", "eval"), SPLITS[task])) for task in args.tasks}
+    return config
+
+
+def run_settings(config: dict, task: str, method: str) -> dict:
+    """Everything that decides one run's result besides (task, K, seed): two runs match when these are equal."""
+    settings = {"backbone": config["backbone"], "eval_limit": config["eval_limit"], "max_length": config["max_length"]}
+    if method in PROMPT_METHODS:
+        settings["template"] = config["templates"][task]
+    if method == "zero_shot":
+        return {**settings, "calibrate": config["zero_shot_calibrate"]}
+    settings |= {key: config[key] for key in ("steps", "batch_size", "eval_every")}
+    settings["learning_rate"] = config[f"lr_{method}"]
+    if method == "lora":
+        settings["lora_r"] = config["lora_r"]
+    if method == "soft_prompt":
+        settings["soft_tokens"] = config["soft_tokens"]
+    return settings
+
+
+def earlier_runs(paths: list[Path]) -> list[dict]:
+    """The runs in earlier result files, each with the settings it ran under."""
+    runs = []
+    for path in paths:
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"--merge {path}: cannot read it as a few_shot results file ({err})") from None
+        config = payload["config"]
+        for run in payload["runs"]:
+            runs.append({**run, "settings": run_settings(config, run["task"], run["method"])})
+    return runs
+
+
 def run_method(method: str, task: str, split: Split, backbones: Backbones, settings: Settings, seed: int, args) -> list:
     if method in PROMPT_METHODS:
         name = args.templates[task]
@@ -172,9 +220,11 @@ def run_method(method: str, task: str, split: Split, backbones: Backbones, setti
 class Runner:
     """Every (task, K, seed, method) run; collects the rows and the methods skipped with the reason."""
 
-    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
-        self.args, self.settings = args, settings
-        self.backbones = Backbones(args.backbone)
+    def __init__(self, args: argparse.Namespace, settings: Settings, save: Callable[[], None]) -> None:
+        self.args, self.settings, self.save = args, settings, save
+        self.config = run_config(args)
+        self.earlier = {self._key(run, run["settings"]): run for run in earlier_runs(args.merge)}
+        self._backbones: Backbones | None = None
         self.rows: list[dict] = []
         self.skipped: dict[str, str] = {}
         self.zero_shot_done: dict[tuple, dict] = {}  # eval set -> result
@@ -193,13 +243,32 @@ class Runner:
                         if method not in self.skipped:
                             self._run_one(method, task, k, seed, split)
 
+    @property
+    def backbones(self) -> Backbones:
+        """Loaded on first use: a grid whose runs are all merged from earlier files loads nothing."""
+        if self._backbones is None:
+            self._backbones = Backbones(self.args.backbone)
+        return self._backbones
+
+    @staticmethod
+    def _key(run: dict, settings: dict) -> tuple:
+        return run["task"], run["k"], run["seed"], run["method"], json.dumps(settings, sort_keys=True)
+
     def _run_one(self, method: str, task: str, k: int, seed: int, split: Split) -> None:
         about = {"task": task, "k": k, "seed": seed, "method": method}
+        settings = run_settings(self.config, task, method)
         sizes = {"n_train": len(split.train), "n_dev": len(split.dev), "n_eval": len(split.eval)}
         # Zero-shot uses no training data: score each evaluation set once, reuse it for every K and seed.
         eval_key = (task, tuple(r.get("_pos", i) for i, r in enumerate(split.eval)))
+        earlier = self.earlier.get(self._key(about, settings))
+        if earlier is not None:
+            logger.info("%s K=%d seed=%d %s: reused from --merge", task, k, seed, method)
+            self.rows.append(earlier)
+            if method == "zero_shot":
+                self.zero_shot_done[eval_key] = {m: earlier[m] for m in ("accuracy", "macro_f1", "seconds")}
+            return
         if method == "zero_shot" and eval_key in self.zero_shot_done:
-            self.rows.append({**about, **self.zero_shot_done[eval_key], **sizes, "reused": True})
+            self.rows.append({**about, **self.zero_shot_done[eval_key], **sizes, "reused": True, "settings": settings})
             return
         start = time.perf_counter()
         try:
@@ -211,8 +280,9 @@ class Runner:
         result = {**scores(task, split.eval, predicted), "seconds": time.perf_counter() - start}
         if method == "zero_shot":
             self.zero_shot_done[eval_key] = result
-        self.rows.append({**about, **result, **sizes, "reused": False})
+        self.rows.append({**about, **result, **sizes, "reused": False, "settings": settings})
         logger.info("%s K=%d seed=%d %s: %s", task, k, seed, method, result)
+        self.save()
         gc.collect()  # the run's model copy
 
 
@@ -240,22 +310,25 @@ def main(argv: list[str] | None = None) -> dict:
     rates = {m: getattr(args, f"lr_{m}") for m in LEARNING_RATES}
     settings = Settings(args.steps, args.batch_size, args.eval_every, args.max_length, rates,
                         args.lora_r, args.soft_tokens, args.zero_shot_calibrate)  # fmt: skip
-    runner = Runner(args, settings)
-    runner.run()
-    aggregates = aggregate(runner.rows)
-    notes = notes_for(args, runner)
-    config = {k: v for k, v in vars(args).items() if k not in ("out", "template", "templates")}
-    config["templates"] = {task: args.templates[task] for task in args.tasks}
-    config["splits"] = {task: dict(zip(("train", "eval"), SPLITS[task])) for task in args.tasks}
-    payload = {"config": config, "environment": environment(), "notes": notes, "skipped": runner.skipped,
-               "std": "sample standard deviation over seeds (ddof=1)", "runs": runner.rows,
-               "aggregates": aggregates}  # fmt: skip
     name = f"few_shot_{Path(args.backbone).name}"
-    methods = [m for m in args.methods if m not in runner.skipped]
-    table = markdown(aggregates, args.tasks, methods, args.k, notes)
-    path = write_results(name, payload, table, args.out)
-    plot(aggregates, args.tasks, methods, (args.out or RESULTS) / f"{name}.png", f"few-shot, {args.backbone}")
-    print(f"\n{table}\n\nwrote {path}")
+    out = args.out or RESULTS
+
+    def save() -> dict:
+        methods = [m for m in args.methods if m not in runner.skipped]
+        aggregates = aggregate(runner.rows)
+        notes = notes_for(args, runner)
+        payload = {"config": runner.config, "environment": environment(), "notes": notes, "skipped": runner.skipped,
+                   "std": "sample standard deviation over seeds (ddof=1)", "runs": runner.rows,
+                   "aggregates": aggregates}  # fmt: skip
+        table = markdown(aggregates, args.tasks, methods, args.k, notes)
+        write_results(name, payload, table, out)
+        plot(aggregates, args.tasks, methods, out / f"{name}.png", f"few-shot, {args.backbone}")
+        return {**payload, "table": table}
+
+    runner = Runner(args, settings, save)
+    runner.run()
+    payload = save()
+    print(f"\n{payload.pop('table')}\n\nwrote {out / name}.json")
     return payload
 
 

@@ -34,3 +34,29 @@ def test_few_shot_benchmark_writes_rows_and_table(tmp_path):
 def test_template_override_is_checked():
     with pytest.raises(SystemExit):
         main(["--template", "sst2=no_such_template"])
+
+
+@pytest.mark.real_model
+def test_merge_reuses_matching_runs_and_runs_the_rest(tmp_path):
+    base = ["--backbone", "splade-tiny", "--tasks", "sst2", "--k", "4", "--steps", "2", "--eval-every", "1"]
+    base += ["--eval-limit", "16", "--methods", "zero_shot", "prompt_finetune"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    main([*base, "--seeds", "13", "--out", str(first)])
+    earlier = json.loads((first / "few_shot_splade-tiny.json").read_text())["runs"]
+
+    payload = main(
+        [*base, "--seeds", "13", "21", "--out", str(second), "--merge", str(first / "few_shot_splade-tiny.json")]
+    )
+    runs = {(run["seed"], run["method"]): run for run in payload["runs"]}
+    assert set(runs) == {(seed, m) for seed in (13, 21) for m in ("zero_shot", "prompt_finetune")}
+    for run in earlier:  # seed 13 is taken from the first file, measured time and all
+        assert runs[(13, run["method"])]["seconds"] == run["seconds"]
+    assert runs[(21, "zero_shot")]["reused"]  # same evaluation set: scored once
+    assert not runs[(21, "prompt_finetune")]["reused"]
+    assert runs[(21, "prompt_finetune")]["settings"]["learning_rate"] == 2e-5
+
+    other_rate = main([*base, "--seeds", "13", "--lr-prompt-finetune", "1e-4", "--out", str(second),
+                       "--merge", str(first / "few_shot_splade-tiny.json")])  # fmt: skip
+    retrained = next(run for run in other_rate["runs"] if run["method"] == "prompt_finetune")
+    assert retrained["settings"]["learning_rate"] == 1e-4
+    assert retrained["seconds"] != runs[(13, "prompt_finetune")]["seconds"]  # different settings: not reused
