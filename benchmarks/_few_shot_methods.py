@@ -46,6 +46,7 @@ class Settings:
     lora_r: int = 8
     soft_tokens: int = 20
     zero_shot_calibrate: str = "none"
+    freeze_embeddings: bool = False  # prompt_finetune only
 
 
 @dataclass
@@ -117,7 +118,7 @@ def _prompt_strategy(method: str, settings: Settings, seed: int) -> Any:
         "progress": False,
     }
     if method == "prompt_finetune":
-        return get_strategy("finetune", config=config)
+        return get_strategy("finetune", config=config, freeze_embeddings=settings.freeze_embeddings)
     if method == "lora":
         return get_strategy("finetune", config=config, lora={"r": settings.lora_r, "alpha": 2.0 * settings.lora_r})
     try:

@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256, help="most tokens per input")
     for method, rate in LEARNING_RATES.items():
         parser.add_argument(f"--lr-{method.replace('_', '-')}", type=float, default=rate)
+    parser.add_argument("--freeze-embeddings", action="store_true",
+                        help="prompt_finetune: keep the token embeddings (and tied output rows) fixed")  # fmt: skip
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = 2r)")
     parser.add_argument("--soft-tokens", type=int, default=20, help="soft-prompt positions before the template")
     parser.add_argument(
@@ -186,6 +188,8 @@ def run_settings(config: dict, task: str, method: str) -> dict:
         return {**settings, "calibrate": config["zero_shot_calibrate"]}
     settings |= {key: config[key] for key in ("steps", "batch_size", "eval_every")}
     settings["learning_rate"] = config[f"lr_{method}"]
+    if method == "prompt_finetune":
+        settings["freeze_embeddings"] = config.get("freeze_embeddings", False)
     if method == "lora":
         settings["lora_r"] = config["lora_r"]
     if method == "soft_prompt":
@@ -309,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rates = {m: getattr(args, f"lr_{m}") for m in LEARNING_RATES}
     settings = Settings(args.steps, args.batch_size, args.eval_every, args.max_length, rates,
-                        args.lora_r, args.soft_tokens, args.zero_shot_calibrate)  # fmt: skip
+                        args.lora_r, args.soft_tokens, args.zero_shot_calibrate, args.freeze_embeddings)  # fmt: skip
     name = f"few_shot_{Path(args.backbone).name}"
     out = args.out or RESULTS
 

@@ -107,6 +107,16 @@ def test_finetune_learns_the_keyword_task(causal):
     assert strategy.result_.losses[-1] < strategy.result_.losses[0]
 
 
+def test_finetune_can_keep_the_embeddings_fixed(causal):
+    embeddings = causal.backbone.get_input_embeddings().weight.detach().clone()
+    layer = next(p for n, p in causal.backbone.named_parameters() if "layers.0" in n).detach().clone()
+    strategy = get_strategy("finetune", config=TrainConfig(**FAST), freeze_embeddings=True)
+    model = strategy.fit(causal, KEYWORD)
+    assert torch.equal(model.backbone.get_input_embeddings().weight, embeddings)
+    assert not torch.equal(next(p for n, p in model.backbone.named_parameters() if "layers.0" in n), layer)
+    assert model.score(KEYWORD) == 1.0
+
+
 def test_lora_trains_only_adapters_and_saves_them_alone(saved_base, tmp_path):
     base = {k: v.clone() for k, v in saved_base.state_dict().items()}
     strategy = get_strategy("finetune", config={**FAST, "learning_rate": 3e-2}, lora={"r": 4, "alpha": 8})

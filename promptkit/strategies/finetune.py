@@ -93,6 +93,9 @@ class Finetune:
         config: a :class:`~promptkit.train.TrainConfig` or a mapping of its fields.
         lora: False (train every weight), True (LoRA with default settings), or a
             mapping / :class:`LoraSettings` with ``r``, ``alpha``, ``dropout``, ``target_modules``.
+        freeze_embeddings: keep the token embeddings fixed (with tied weights, the output
+            rows of the label words too). A few dozen examples otherwise move the label
+            words' rows and the training texts' word vectors fastest, which overfits.
 
     Example:
         >>> strategy = get_strategy("finetune", config={"learning_rate": 1e-3}, lora={"r": 4})  # doctest: +SKIP
@@ -101,14 +104,18 @@ class Finetune:
     """
 
     def __init__(
-        self, config: TrainConfig | Mapping[str, Any] | None = None, lora: bool | Mapping[str, Any] = False
+        self,
+        config: TrainConfig | Mapping[str, Any] | None = None,
+        lora: bool | Mapping[str, Any] = False,
+        freeze_embeddings: bool = False,
     ) -> None:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config or {})
         self.lora = LoraSettings.parse(lora)
+        self.freeze_embeddings = freeze_embeddings
         self.result_: TrainResult | None = None
 
     def __repr__(self) -> str:
-        return f"Finetune(config={self.config!r}, lora={self.lora!r})"
+        return f"Finetune(config={self.config!r}, lora={self.lora!r}, freeze_embeddings={self.freeze_embeddings})"
 
     def fit(
         self,
@@ -123,6 +130,8 @@ class Finetune:
         if self.lora is not None:
             set_seed(self.config.seed)  # adapter initialisation is random
             add_lora(model.backbone, self.lora)
+        if self.freeze_embeddings:
+            model.backbone.get_input_embeddings().weight.requires_grad_(False)
         self.result_ = train_model(model, train, self.config, dev=dev, resume_from=resume_from)
         model.refit_calibration(unlabeled)
         return model
