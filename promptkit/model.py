@@ -21,6 +21,7 @@ from promptkit.cloze import ClozeBatch, ClozeEncoder
 from promptkit.data import as_examples
 from promptkit.errors import PromptkitError
 from promptkit.label_words import LabelWordTable
+from promptkit.prefix import cache_argument
 from promptkit.scoring import (
     Combine,
     calibrated,
@@ -104,6 +105,8 @@ class PromptModel(torch.nn.Module):
         # Replaces the label words' vocabulary rows when set (soft verbalizer): maps the features the
         # vocabulary projection would see at the predicted position, [B, H'], to label scores [B, L].
         self.label_head: torch.nn.Module | None = None
+        # Per-layer key/value prefix (prefix tuning, causal LMs): a PrefixTuning module, set by a strategy.
+        self.prefix: torch.nn.Module | None = None
 
     @classmethod
     def from_pretrained(
@@ -144,7 +147,7 @@ class PromptModel(torch.nn.Module):
         """Label log-scores ``[B, n_labels]`` (uncalibrated, not normalised over labels)."""
         batch = batch.to(self.device)
         with head_only_at(self.backbone, batch.positions), output_features(self.backbone) as features:
-            logits = self.backbone(**self._inputs(batch), attention_mask=batch.attention_mask, use_cache=False).logits
+            logits = self.backbone(**self._inputs(batch), **self._attention(batch), use_cache=False).logits
         # logits: [R, P, V]
         if self.label_head is not None:  # soft verbalizer: label vectors scored where the word is predicted
             return self.label_head(features[0][batch.example_rows, 0]).log_softmax(-1)  # [B, L]
@@ -173,6 +176,15 @@ class PromptModel(torch.nn.Module):
         vectors = self.slot_embeddings().to(embeds.dtype)  # [S, H]
         index = batch.slot_positions.unsqueeze(-1).expand(-1, -1, embeds.size(-1))  # [R, S, H]
         return {"inputs_embeds": embeds.scatter(1, index, vectors.expand(embeds.size(0), -1, -1))}
+
+    def _attention(self, batch: ClozeBatch) -> dict[str, Any]:
+        """The attention mask, and with a prefix (prefix tuning) its key/value cache and a mask widened by it."""
+        mask = batch.attention_mask  # [R, T]
+        if self.prefix is None:
+            return {"attention_mask": mask}
+        cache = self.prefix.cache(mask.size(0), self.backbone.config, self.backbone.dtype)
+        mask = torch.cat([mask.new_ones(mask.size(0), self.prefix.n_tokens), mask], dim=1)  # [R, n + T]
+        return {"attention_mask": mask, cache_argument(self.backbone): cache}
 
     def label_log_probs(self, examples: Any, *, progress: bool | None = None) -> torch.Tensor:
         """``[N, n_labels]`` label log-probabilities before calibration, in input order."""

@@ -5,8 +5,8 @@ A saved folder holds ``promptkit.json`` (options, backbone source, calibration),
 ``backbone/`` (the transformers checkpoint as safetensors plus the tokenizer). A backbone
 with LoRA adapters (``peft``) is saved as ``adapter/`` (adapter weights as safetensors plus
 ``adapter_config.json``) and a reference to its base backbone, never the full weights.
-Trainable add-on modules, ``slot_embeddings`` (soft prompts) and ``label_head`` (soft
-verbalizer), are kept in folders of those names: the module's registered type and
+Trainable add-on modules, ``slot_embeddings`` (soft prompts), ``label_head`` (soft
+verbalizer) and ``prefix`` (prefix tuning), are kept in folders of those names: the module's registered type and
 ``config()`` as JSON, its weights as safetensors.
 """
 
@@ -30,7 +30,7 @@ from promptkit.verbalizer import Verbalizer
 MANIFEST = "promptkit.json"
 FORMAT_VERSION = 1
 ADAPTER = "adapter"
-MODULES = ("slot_embeddings", "label_head")  # PromptModel attributes holding registered modules
+MODULES = ("slot_embeddings", "label_head", "prefix")  # PromptModel attributes holding registered modules
 _REGISTERED: dict[str, type] = {}
 
 

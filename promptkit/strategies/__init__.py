@@ -1,7 +1,8 @@
 """Training strategies, registered by name; importing this package registers the built-in ones."""
 
-from promptkit.strategies import finetune, soft_prompt, zero_shot  # noqa: F401  (registers the built-ins)
+from promptkit.strategies import finetune, prefix_tuning, soft_prompt, zero_shot  # noqa: F401  (registers the built-ins)
 from promptkit.strategies.finetune import Finetune, LoraSettings
+from promptkit.strategies.prefix_tuning import PrefixTuningStrategy
 from promptkit.strategies.registry import Strategy, StrategyError, get_strategy, list_strategies, register
 from promptkit.strategies.soft_prompt import SoftPrompt
 from promptkit.strategies.zero_shot import ZeroShot
@@ -9,6 +10,7 @@ from promptkit.strategies.zero_shot import ZeroShot
 __all__ = [
     "Finetune",
     "LoraSettings",
+    "PrefixTuningStrategy",
     "SoftPrompt",
     "Strategy",
     "StrategyError",
