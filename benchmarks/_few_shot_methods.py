@@ -25,8 +25,9 @@ from promptkit.template import Template
 from promptkit.verbalizer import Verbalizer
 
 logger = logging.getLogger(__name__)
-PROMPT_METHODS = ("zero_shot", "prompt_finetune", "soft_prompt", "lora")
+PROMPT_METHODS = ("zero_shot", "prompt_finetune", "soft_prompt", "lora", "prefix_tuning")
 METHODS = (*PROMPT_METHODS, "head_finetune", "setfit")
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "prefix_tuning")  # prefix tuning on request: causal LMs only
 EVAL_BATCH = 32
 
 
@@ -45,6 +46,7 @@ class Settings:
     learning_rates: dict[str, float] = field(hash=False)
     lora_r: int = 8
     soft_tokens: int = 20
+    prefix_tokens: int = 16
     zero_shot_calibrate: str = "none"
     freeze_embeddings: bool = False  # prompt_finetune only
 
@@ -121,6 +123,8 @@ def _prompt_strategy(method: str, settings: Settings, seed: int) -> Any:
         return get_strategy("finetune", config=config, freeze_embeddings=settings.freeze_embeddings)
     if method == "lora":
         return get_strategy("finetune", config=config, lora={"r": settings.lora_r, "alpha": 2.0 * settings.lora_r})
+    if method == "prefix_tuning":
+        return get_strategy("prefix_tuning", config=config, n_tokens=settings.prefix_tokens, seed=seed)
     try:
         return get_strategy("soft_prompt", config=config, seed=seed)
     except StrategyError as err:
@@ -137,6 +141,8 @@ def run_prompt_method(
     seed: int,
 ) -> list:
     """Train ``method`` on ``split.train`` (dev-selected when enabled); predicted labels of ``split.eval``."""
+    if method == "prefix_tuning" and backbones.head != "causal":
+        raise MethodUnavailable(f"prefix_tuning needs a causal LM; {backbones.alias} is a masked LM")
     strategy = _prompt_strategy(method, settings, seed)
     if method == "soft_prompt":
         template = with_soft_prompt(template, settings.soft_tokens)

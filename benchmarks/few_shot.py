@@ -9,6 +9,7 @@ Methods: zero_shot (no training), prompt_finetune (LM-BFF, all weights), soft_pr
 (prompt tuning, backbone frozen), lora (prompt fine-tuning of LoRA adapters), head_finetune
 (AutoModelForSequenceClassification on the same backbone, same data, steps and batch size)
 and setfit (SetFit on all-MiniLM-L6-v2; needs ``pip install 'promptkit[benchmarks]'``).
+prefix_tuning (P-tuning v2, causal LMs) runs when named in ``--methods``.
 
 Each trained run gets a fresh copy of the pretrained weights. With ``--eval-every N`` > 0
 (the default) the dev set picks the best checkpoint among evaluations every N steps (and
@@ -42,6 +43,7 @@ from sklearn.metrics import accuracy_score, f1_score
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, write_results  # noqa: E402
 from _few_shot_methods import (  # noqa: E402
+    DEFAULT_METHODS,
     METHODS,
     PROMPT_METHODS,
     Backbones,
@@ -74,7 +76,8 @@ TEMPLATES = {
 }
 # For a 135M LM at 100 steps of 8: full fine-tuning a little above LM-BFF's 1e-5 (fewer steps);
 # LoRA and soft prompts train few parameters and need far higher rates.
-LEARNING_RATES = {"prompt_finetune": 2e-5, "soft_prompt": 3e-2, "lora": 5e-4, "head_finetune": 2e-5, "setfit": 2e-5}
+LEARNING_RATES = {"prompt_finetune": 2e-5, "soft_prompt": 3e-2, "lora": 5e-4, "prefix_tuning": 1e-2,
+                  "head_finetune": 2e-5, "setfit": 2e-5}  # fmt: skip
 AG_NEWS_NOTE = (
     "AG News has only its test file here: the K-shot train and dev sets are drawn from it and "
     "accuracy is measured on the disjoint remainder of the test file."
@@ -86,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--k", nargs="*", type=int, choices=KS, default=[16], help="examples per class")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--template", nargs="*", default=[], metavar="TASK=NAME",
                         help="override a task's catalog template, e.g. sst2=sst2/it_was")  # fmt: skip
@@ -101,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="prompt_finetune: keep the token embeddings (and tied output rows) fixed")  # fmt: skip
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = 2r)")
     parser.add_argument("--soft-tokens", type=int, default=20, help="soft-prompt positions before the template")
+    parser.add_argument("--prefix-tokens", type=int, default=16, help="prefix_tuning: key/value pairs per layer")
     parser.add_argument(
         "--zero-shot-calibrate",
         choices=("none", "content_free"),
@@ -194,6 +198,8 @@ def run_settings(config: dict, task: str, method: str) -> dict:
         settings["lora_r"] = config["lora_r"]
     if method == "soft_prompt":
         settings["soft_tokens"] = config["soft_tokens"]
+    if method == "prefix_tuning":
+        settings["prefix_tokens"] = config.get("prefix_tokens", 16)
     return settings
 
 
@@ -313,7 +319,9 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rates = {m: getattr(args, f"lr_{m}") for m in LEARNING_RATES}
     settings = Settings(args.steps, args.batch_size, args.eval_every, args.max_length, rates,
-                        args.lora_r, args.soft_tokens, args.zero_shot_calibrate, args.freeze_embeddings)  # fmt: skip
+                        lora_r=args.lora_r, soft_tokens=args.soft_tokens, prefix_tokens=args.prefix_tokens,
+                        zero_shot_calibrate=args.zero_shot_calibrate,
+                        freeze_embeddings=args.freeze_embeddings)  # fmt: skip
     name = f"few_shot_{Path(args.backbone).name}"
     out = args.out or RESULTS
 

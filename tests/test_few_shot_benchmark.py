@@ -31,6 +31,15 @@ def test_few_shot_benchmark_writes_rows_and_table(tmp_path):
     assert all(f"| sst2 | {method} |" in table for method in METHODS)
 
 
+@pytest.mark.real_model
+def test_prefix_tuning_is_skipped_with_the_reason_on_a_masked_lm(tmp_path):
+    argv = ["--backbone", "splade-tiny", "--tasks", "sst2", "--k", "4", "--seeds", "13", "--eval-limit", "8"]
+    payload = main([*argv, "--methods", "zero_shot", "prefix_tuning", "--out", str(tmp_path)])
+    assert [run["method"] for run in payload["runs"]] == ["zero_shot"]
+    assert payload["skipped"] == {"prefix_tuning": "prefix_tuning needs a causal LM; splade-tiny is a masked LM"}
+    assert "skipped prefix_tuning: prefix_tuning needs a causal LM" in " ".join(payload["notes"])
+
+
 def test_template_override_is_checked():
     with pytest.raises(SystemExit):
         main(["--template", "sst2=no_such_template"])
