@@ -19,6 +19,7 @@ from promptkit.errors import DataError
 from promptkit.model import PromptModel
 from promptkit.prefix import PrefixTuning, prefix_shape
 from promptkit.strategies.registry import StrategyError, register
+from promptkit.strategies.soft_prompt import init_token_ids
 from promptkit.train import train as train_model
 from promptkit.train_config import TrainConfig, TrainResult
 
@@ -76,26 +77,15 @@ class PrefixTuningStrategy:
     def build(self, model: PromptModel) -> PrefixTuning:
         """A new, seeded prefix for ``model``'s backbone."""
         prefix = PrefixTuning(self.n_tokens, **prefix_shape(model.backbone))
-        generator = torch.Generator().manual_seed(self.seed)
         if self.init == "random":
+            generator = torch.Generator().manual_seed(self.seed)
             with torch.no_grad():
                 prefix.keys.normal_(0.0, 0.02, generator=generator)
                 prefix.values.normal_(0.0, 0.02, generator=generator)
         else:
-            prefix.to(model.device).init_from_tokens(model.backbone, self._init_ids(model, generator))
+            ids = init_token_ids(model, self.n_tokens, self.init_words, self.seed)
+            prefix.to(model.device).init_from_tokens(model.backbone, ids)
         return prefix.to(model.device)
-
-    def _init_ids(self, model: PromptModel, generator: torch.Generator) -> list[int]:
-        tokenizer = model.tokenizer
-        if self.init_words is not None:
-            ids = tokenizer(self.init_words, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise StrategyError(f"init_words={self.init_words!r} has no tokens; pass words such as 'Sentiment'")
-            return (ids * -(-self.n_tokens // len(ids)))[: self.n_tokens]  # repeat, then cut to n
-        special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-        pool = torch.arange(min(len(tokenizer), model.backbone.get_input_embeddings().weight.size(0)))
-        pool = pool[~torch.isin(pool, special)]
-        return pool[torch.randperm(len(pool), generator=generator)[: self.n_tokens]].tolist()
 
     def fit(
         self,

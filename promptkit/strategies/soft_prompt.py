@@ -57,23 +57,31 @@ def soft_slot_count(template: Template, example: Mapping[str, Any]) -> int:
     return sum(s.size for s in slots)
 
 
-def initial_vectors(model: PromptModel, n_tokens: int, init: Init, init_words: str | None, seed: int) -> torch.Tensor:
-    """``[S, H]`` starting vectors: embeddings of seeded random tokens or of ``init_words``, or N(0, std)."""
-    weight = model.backbone.get_input_embeddings().weight.detach().float().cpu()  # [V, H]
-    generator = torch.Generator().manual_seed(seed)
-    if init == "random":
-        return torch.randn(n_tokens, weight.size(1), generator=generator) * weight.std()
+def init_token_ids(model: PromptModel, n_tokens: int, init_words: str | None, seed: int) -> list[int]:
+    """``n_tokens`` vocabulary ids to start trainable prompts from (soft prompts, prefixes).
+
+    The tokens of ``init_words``, repeated or cut to ``n_tokens``; without words, distinct
+    non-special tokens drawn with ``seed``.
+    """
     if init_words is not None:
         ids = model.tokenizer(init_words, add_special_tokens=False)["input_ids"]
         if not ids:
             raise StrategyError(f"init_words={init_words!r} has no tokens; pass words such as 'Classify the review'")
-        ids = (ids * -(-n_tokens // len(ids)))[:n_tokens]  # repeat, then truncate to S
-    else:
-        special = torch.tensor(sorted(set(model.tokenizer.all_special_ids)), dtype=torch.long)
-        pool = torch.arange(min(len(model.tokenizer), weight.size(0)))
-        pool = pool[~torch.isin(pool, special)]
-        ids = pool[torch.randperm(len(pool), generator=generator)[:n_tokens]].tolist()
-    return weight[ids].clone()
+        return (ids * -(-n_tokens // len(ids)))[:n_tokens]  # repeat, then truncate
+    special = torch.tensor(sorted(set(model.tokenizer.all_special_ids)), dtype=torch.long)
+    pool = torch.arange(min(len(model.tokenizer), model.backbone.get_input_embeddings().weight.size(0)))
+    pool = pool[~torch.isin(pool, special)]
+    generator = torch.Generator().manual_seed(seed)
+    return pool[torch.randperm(len(pool), generator=generator)[:n_tokens]].tolist()
+
+
+def initial_vectors(model: PromptModel, n_tokens: int, init: Init, init_words: str | None, seed: int) -> torch.Tensor:
+    """``[S, H]`` starting vectors: embeddings of seeded random tokens or of ``init_words``, or N(0, std)."""
+    weight = model.backbone.get_input_embeddings().weight.detach().float().cpu()  # [V, H]
+    if init == "random":
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(n_tokens, weight.size(1), generator=generator) * weight.std()
+    return weight[init_token_ids(model, n_tokens, init_words, seed)].clone()
 
 
 @register("soft_prompt")
