@@ -100,6 +100,16 @@ class TrainConfig:
         """Build from a plain mapping (e.g. JSON); unknown keys are an error, never dropped."""
         return config_from_dict(cls, data)
 
+    @classmethod
+    def coerce(cls, config: TrainConfig | Mapping[str, Any] | None, **defaults: Any) -> TrainConfig:
+        """A strategy's ``config`` argument as a TrainConfig; ``defaults`` fill keys a mapping (or None) lacks.
+
+        Example:
+            >>> TrainConfig.coerce({"max_steps": 5}, learning_rate=3e-2).learning_rate
+            0.03
+        """
+        return config if isinstance(config, TrainConfig) else cls.from_dict({**defaults, **(config or {})})
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; ``TrainConfig.from_dict(c.to_dict()) == c``."""
         return asdict(self)

@@ -109,7 +109,7 @@ class Finetune:
         lora: bool | Mapping[str, Any] = False,
         freeze_embeddings: bool = False,
     ) -> None:
-        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config or {})
+        self.config = TrainConfig.coerce(config)
         self.lora = LoraSettings.parse(lora)
         self.freeze_embeddings = freeze_embeddings
         self.result_: TrainResult | None = None

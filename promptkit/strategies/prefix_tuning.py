@@ -61,10 +61,7 @@ class PrefixTuningStrategy:
             raise StrategyError(f"invalid prefix_tuning init={init!r}; valid are ['vocab', 'random']")
         if init_words is not None and init != "vocab":
             raise StrategyError(f"init_words={init_words!r} needs init='vocab', got init={init!r}")
-        if isinstance(config, TrainConfig):
-            self.config = config
-        else:
-            self.config = TrainConfig.from_dict({"learning_rate": DEFAULT_LEARNING_RATE, **(config or {})})
+        self.config = TrainConfig.coerce(config, learning_rate=DEFAULT_LEARNING_RATE)
         self.n_tokens, self.init, self.init_words, self.seed = n_tokens, init, init_words, seed
         self.result_: TrainResult | None = None
 

@@ -123,10 +123,7 @@ class SoftPrompt:
         _check("init", init, ("vocab", "random"))
         if init_words is not None and init != "vocab":
             raise StrategyError(f"init_words={init_words!r} needs init='vocab', got init={init!r}")
-        if isinstance(config, TrainConfig):
-            self.config = config
-        else:
-            self.config = TrainConfig.from_dict({"learning_rate": DEFAULT_LEARNING_RATE, **(config or {})})
+        self.config = TrainConfig.coerce(config, learning_rate=DEFAULT_LEARNING_RATE)
         self.encoder, self.init, self.init_words, self.seed = encoder, init, init_words, seed
         self.soft_verbalizer = soft_verbalizer
         self.result_: TrainResult | None = None
