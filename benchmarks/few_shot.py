@@ -60,6 +60,7 @@ from promptkit import load_task, sample_k_shot  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE  # noqa: E402
 from promptkit.catalog import list_templates, load_template, load_verbalizer, paired_verbalizer  # noqa: E402
 from promptkit.data import get_task  # noqa: E402
+from promptkit.demonstrations import with_demonstrations  # noqa: E402
 
 logger = logging.getLogger("few_shot")
 TASKS = ("sst2", "rte", "cb", "ag_news")
@@ -103,6 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--freeze-embeddings", action="store_true",
                         help="prompt_finetune: keep the token embeddings (and tied output rows) fixed")  # fmt: skip
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = 2r)")
+    parser.add_argument("--demonstrations", type=int, default=0, metavar="N",
+                        help="prompt methods: N fixed in-context demonstrations per class from train")  # fmt: skip
     parser.add_argument("--soft-tokens", type=int, default=20, help="soft-prompt positions before the template")
     parser.add_argument("--prefix-tokens", type=int, default=16, help="prefix_tuning: key/value pairs per layer")
     parser.add_argument(
@@ -117,8 +120,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.k:
         parser.error("--k needs at least one of 4 8 16 32 64")
-    if args.steps < 1 or args.batch_size < 1 or args.eval_every < 0:
-        parser.error("--steps and --batch-size must be >= 1 and --eval-every >= 0")
+    if args.steps < 1 or args.batch_size < 1 or args.eval_every < 0 or args.demonstrations < 0:
+        parser.error("--steps and --batch-size must be >= 1, --eval-every and --demonstrations >= 0")
     args.templates = {**TEMPLATES, **_template_overrides(parser, args.template)}
     return args
 
@@ -188,6 +191,7 @@ def run_settings(config: dict, task: str, method: str) -> dict:
     settings = {"backbone": config["backbone"], "eval_limit": config["eval_limit"], "max_length": config["max_length"]}
     if method in PROMPT_METHODS:
         settings["template"] = config["templates"][task]
+        settings["demonstrations"] = config.get("demonstrations", 0)
     if method == "zero_shot":
         return {**settings, "calibrate": config["zero_shot_calibrate"]}
     settings |= {key: config[key] for key in ("steps", "batch_size", "eval_every")}
@@ -221,6 +225,8 @@ def run_method(method: str, task: str, split: Split, backbones: Backbones, setti
     if method in PROMPT_METHODS:
         name = args.templates[task]
         template, verbalizer = load_template(name), load_verbalizer(paired_verbalizer(name))
+        if args.demonstrations:
+            template = with_demonstrations(template, verbalizer, split.train, per_class=args.demonstrations, seed=seed)
         return run_prompt_method(method, backbones, template, verbalizer, split, settings, seed)
     if method == "head_finetune":
         return run_head_finetune(backbones, get_task(task).labels, split, settings, seed)
@@ -269,7 +275,9 @@ class Runner:
         settings = run_settings(self.config, task, method)
         sizes = {"n_train": len(split.train), "n_dev": len(split.dev), "n_eval": len(split.eval)}
         # Zero-shot uses no training data: score each evaluation set once, reuse it for every K and seed.
-        eval_key = (task, tuple(r.get("_pos", i) for i, r in enumerate(split.eval)))
+        # (Not with demonstrations: they come from the K-shot train set, so the prompt differs per K and seed.)
+        demos = (k, seed) if self.args.demonstrations else None
+        eval_key = (task, tuple(r.get("_pos", i) for i, r in enumerate(split.eval)), demos)
         earlier = self.earlier.get(self._key(about, settings))
         if earlier is not None:
             logger.info("%s K=%d seed=%d %s: reused from --merge", task, k, seed, method)
@@ -305,7 +313,11 @@ def notes_for(args: argparse.Namespace, runner: Runner) -> list[str]:
                      f"among evaluations every {every} steps and at the end; SetFit has no dev selection.")  # fmt: skip
     else:
         notes.append("no dev-set selection: every method is evaluated at its last step.")
-    notes.append("zero_shot trains nothing: it is scored once per evaluation set and repeated across K and seeds.")
+    if not args.demonstrations:
+        notes.append("zero_shot trains nothing: it is scored once per evaluation set and repeated across K and seeds.")
+    if args.demonstrations:
+        notes.append(f"prompt methods put {args.demonstrations} in-context demonstration(s) per class, drawn from "
+                     "the K-shot train set with the run's seed, before every prompt (--demonstrations).")  # fmt: skip
     if "ag_news" in args.tasks:
         notes.append(AG_NEWS_NOTE)
     if args.eval_limit:

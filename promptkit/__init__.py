@@ -2,6 +2,7 @@
 
 from promptkit.backbones import list_backbones, load_backbone
 from promptkit.data import as_examples, list_tasks, load_task, sample_k_shot
+from promptkit.demonstrations import with_demonstrations
 from promptkit.errors import (
     BackboneError,
     CatalogError,
@@ -44,4 +45,5 @@ __all__ = [
     "register",
     "sample_k_shot",
     "train",
+    "with_demonstrations",
 ]

@@ -69,3 +69,16 @@ def test_merge_reuses_matching_runs_and_runs_the_rest(tmp_path):
     retrained = next(run for run in other_rate["runs"] if run["method"] == "prompt_finetune")
     assert retrained["settings"]["learning_rate"] == 1e-4
     assert retrained["seconds"] != runs[(13, "prompt_finetune")]["seconds"]  # different settings: not reused
+
+
+@pytest.mark.real_model
+def test_demonstrations_reach_every_prompt_method_and_zero_shot_is_scored_per_seed(tmp_path):
+    argv = ["--backbone", "splade-tiny", "--tasks", "sst2", "--k", "4", "--seeds", "13", "21", "--eval-limit", "8"]
+    payload = main([*argv, "--methods", "zero_shot", "head_finetune", "--steps", "1", "--eval-every", "0",
+                    "--demonstrations", "1", "--out", str(tmp_path)])  # fmt: skip
+    zero_shot = [run for run in payload["runs"] if run["method"] == "zero_shot"]
+    assert [run["reused"] for run in zero_shot] == [False, False]  # each seed's demonstrations differ
+    assert all(run["settings"]["demonstrations"] == 1 for run in zero_shot)
+    head = next(run for run in payload["runs"] if run["method"] == "head_finetune")
+    assert "demonstrations" not in head["settings"]  # not a prompt method
+    assert any("1 in-context demonstration(s) per class" in note for note in payload["notes"])
