@@ -41,10 +41,15 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def _cell(agg: dict, with_f1: bool) -> str:
-    text = f"{100 * agg['accuracy_mean']:.1f} ± {100 * agg['accuracy_std']:.1f}"
-    if with_f1:
-        text += f" (F1 {100 * agg['macro_f1_mean']:.1f} ± {100 * agg['macro_f1_std']:.1f})"
-    return f"{text} · {agg['seconds_mean']:.0f} s"
+    """``mean ± std`` over seeds; a single seed has no spread and says so instead."""
+
+    def value(name: str) -> str:
+        mean = f"{100 * agg[f'{name}_mean']:.1f}"
+        return f"{mean} ± {100 * agg[f'{name}_std']:.1f}" if agg["n_seeds"] > 1 else mean
+
+    text = value("accuracy") + (f" (F1 {value('macro_f1')})" if with_f1 else "")
+    seeds = "" if agg["n_seeds"] > 1 else " (1 seed)"
+    return f"{text}{seeds} · {agg['seconds_mean']:.0f} s"
 
 
 def markdown(aggregates: list[dict], tasks: list[str], methods: list[str], ks: list[int], notes: list[str]) -> str:

@@ -82,3 +82,16 @@ def test_demonstrations_reach_every_prompt_method_and_zero_shot_is_scored_per_se
     head = next(run for run in payload["runs"] if run["method"] == "head_finetune")
     assert "demonstrations" not in head["settings"]  # not a prompt method
     assert any("1 in-context demonstration(s) per class" in note for note in payload["notes"])
+
+
+def test_table_shows_spread_over_seeds_and_marks_single_seed_cells():
+    from _few_shot_report import aggregate, markdown
+
+    def row(seed, method, accuracy):
+        return {"task": "cb", "k": 16, "seed": seed, "method": method, "accuracy": accuracy,
+                "macro_f1": accuracy / 2, "seconds": 10.0}  # fmt: skip
+
+    rows = [row(13, "lora", 0.5), row(21, "lora", 0.7), row(13, "setfit", 0.6)]
+    table = markdown(aggregate(rows), ["cb"], ["lora", "setfit"], [16], [])
+    assert "| cb | lora | 60.0 ± 14.1 (F1 30.0 ± 7.1) · 10 s |" in table
+    assert "| cb | setfit | 60.0 (F1 30.0) (1 seed) · 10 s |" in table
