@@ -43,13 +43,14 @@ def aggregate(rows: list[dict]) -> list[dict]:
 def _cell(agg: dict, with_f1: bool) -> str:
     """``mean ± std`` over seeds; a single seed has no spread and says so instead."""
 
+    spread = agg["n_seeds"] > 1
+
     def value(name: str) -> str:
         mean = f"{100 * agg[f'{name}_mean']:.1f}"
-        return f"{mean} ± {100 * agg[f'{name}_std']:.1f}" if agg["n_seeds"] > 1 else mean
+        return f"{mean} ± {100 * agg[f'{name}_std']:.1f}" if spread else mean
 
     text = value("accuracy") + (f" (F1 {value('macro_f1')})" if with_f1 else "")
-    seeds = "" if agg["n_seeds"] > 1 else " (1 seed)"
-    return f"{text}{seeds} · {agg['seconds_mean']:.0f} s"
+    return f"{text}{'' if spread else ' (1 seed)'} · {agg['seconds_mean']:.0f} s"
 
 
 def markdown(aggregates: list[dict], tasks: list[str], methods: list[str], ks: list[int], notes: list[str]) -> str:

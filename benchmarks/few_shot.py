@@ -315,7 +315,7 @@ def notes_for(args: argparse.Namespace, runner: Runner) -> list[str]:
         notes.append("no dev-set selection: every method is evaluated at its last step.")
     if not args.demonstrations:
         notes.append("zero_shot trains nothing: it is scored once per evaluation set and repeated across K and seeds.")
-    if args.demonstrations:
+    else:
         notes.append(f"prompt methods put {args.demonstrations} in-context demonstration(s) per class, drawn from "
                      "the K-shot train set with the run's seed, before every prompt (--demonstrations).")  # fmt: skip
     if "ag_news" in args.tasks:

@@ -27,11 +27,13 @@ Example:
 
 from __future__ import annotations
 
-import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from promptkit.data import sample_k_shot
 from promptkit.errors import PromptkitError, TemplateError
+from promptkit.model import labels_of
 from promptkit.template import Template
 from promptkit.verbalizer import Verbalizer
 
@@ -45,8 +47,8 @@ def pick_demonstrations(
     per_class: int = 1,
     seed: int = 0,
     label_key: str = "label",
-) -> list[Mapping[str, Any]]:
-    """``per_class`` examples of every label, drawn with ``seed`` and shuffled together.
+) -> list[dict[str, Any]]:
+    """``per_class`` examples of every label, drawn with ``seed`` and shuffled together (:func:`sample_k_shot`).
 
     Raises:
         PromptkitError: ``per_class`` < 1, a row without a label the verbalizer knows,
@@ -54,34 +56,27 @@ def pick_demonstrations(
     """
     if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
         raise PromptkitError(f"per_class={per_class!r} is invalid: expected an int >= 1, e.g. 1")
-    by_label: dict[int, list[Mapping[str, Any]]] = {i: [] for i in range(len(verbalizer.labels))}
-    for row, example in enumerate(examples):
-        if label_key not in example:
-            raise PromptkitError(f"demonstration row {row} has no {label_key!r} field; its keys are {sorted(example)}")
-        try:
-            by_label[verbalizer.index(example[label_key])].append(example)
-        except PromptkitError as err:
-            raise type(err)(f"demonstration row {row}: {err}") from None
-    short = {verbalizer.labels[i]: len(rows) for i, rows in by_label.items() if len(rows) < per_class}
+    try:
+        counts = Counter(labels_of(examples, verbalizer, label_key))
+    except PromptkitError as err:
+        raise type(err)(f"demonstrations: {err}") from None
+    short = {label: counts[i] for i, label in enumerate(verbalizer.labels) if counts[i] < per_class}
     if short:
         raise PromptkitError(
             f"need {per_class} demonstration(s) per label, but these labels have fewer examples: {short}; "
             "lower per_class or add examples of those labels"
         )
-    rng = random.Random(seed)
-    chosen = [example for rows in by_label.values() for example in rng.sample(rows, per_class)]
-    rng.shuffle(chosen)
-    return chosen
+    return sample_k_shot(examples, per_class, seed=seed, label_key=label_key)
 
 
-def render_demonstration(template: Template, verbalizer: Verbalizer, example: Mapping[str, Any], label_key: str) -> str:
-    """The template's text for ``example`` with its label's first word at the mask."""
+def render_demonstration(template: Template, example: Mapping[str, Any], label_word: str) -> str:
+    """The template's text for ``example`` with ``label_word`` at the mask."""
     prompt = template.render(example)
     if prompt.slot_size:
         raise TemplateError(
             f"template {template.name!r} has soft/trigger slots; add demonstrations before the slots are added"
         )
-    return prompt.to_text(mask_text=verbalizer.words[verbalizer.index(example[label_key])][0])
+    return prompt.to_text(mask_text=label_word)
 
 
 def with_demonstrations(
@@ -110,7 +105,8 @@ def with_demonstrations(
         label_key: the field holding the label.
     """
     picked = pick_demonstrations(examples, verbalizer, per_class=per_class, seed=seed, label_key=label_key)
-    context = "".join(render_demonstration(template, verbalizer, ex, label_key) + separator for ex in picked)
+    words = [verbalizer.words[i][0] for i in labels_of(picked, verbalizer, label_key)]
+    context = "".join(render_demonstration(template, ex, word) + separator for ex, word in zip(picked, words))
     if _RAW_END in context:
         raise TemplateError(f"a demonstration contains {_RAW_END!r}, which cannot be quoted in a template; drop it")
     name = f"{template.name}+demos{per_class}" if template.name else f"demos{per_class}"
