@@ -84,7 +84,9 @@ def test_grad_accumulation_matches_one_big_batch(tiny_causal, bpe_tokenizer):
     big, accumulated = _model(tiny_causal, bpe_tokenizer), _model(tiny_causal, bpe_tokenizer)
     one = train(big, KEYWORD, _config(max_steps=4))
     two = train(accumulated, KEYWORD, _config(max_steps=4, batch_size=4, grad_accumulation=2))
-    assert two.losses == pytest.approx(one.losses, abs=1e-6)  # the loss of a step is the mean over its rows
+    # The loss of a step is the mean over its rows. From step 2 on the weights already differ by float32
+    # rounding (two half-batch sums vs one sum), so the losses agree to ~1e-6, not bit for bit.
+    assert two.losses == pytest.approx(one.losses, abs=1e-5)
     # Weights move ~4e-2; Adam turns float noise on near-zero gradients into ~1e-4 differences.
     for k, v in trainable_state(big).items():
         torch.testing.assert_close(trainable_state(accumulated)[k], v, atol=5e-4, rtol=0)
