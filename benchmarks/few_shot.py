@@ -59,8 +59,8 @@ from _few_shot_report import aggregate, markdown, plot  # noqa: E402
 from promptkit import load_task, sample_k_shot  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE  # noqa: E402
 from promptkit.catalog import list_templates, load_template, load_verbalizer, paired_verbalizer  # noqa: E402
-from promptkit.data import get_task  # noqa: E402
 from promptkit.demonstrations import with_demonstrations  # noqa: E402
+from promptkit.tasks import get_task  # noqa: E402
 
 logger = logging.getLogger("few_shot")
 TASKS = ("sst2", "rte", "cb", "ag_news")

@@ -26,8 +26,8 @@ from _common import environment, markdown_table, write_results  # noqa: E402
 from promptkit import PromptModel, load_task  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE, load_backbone  # noqa: E402
 from promptkit.catalog import list_templates, load_template, load_verbalizer, paired_verbalizer  # noqa: E402
-from promptkit.data import get_task  # noqa: E402
 from promptkit.scoring import calibrated, mean_prior  # noqa: E402
+from promptkit.tasks import get_task  # noqa: E402
 
 # The template each task's `--best` runs (chosen from this script's full runs; see README).
 BEST = {"sst2": "sst2/review_sentiment"}

@@ -1,20 +1,25 @@
 """promptkit: prompt-based learning with pretrained language models."""
 
 from promptkit.backbones import list_backbones, load_backbone
-from promptkit.data import as_examples, list_tasks, load_task, sample_k_shot
 from promptkit.demonstrations import with_demonstrations
 from promptkit.errors import (
     BackboneError,
     CatalogError,
+    CheckpointError,
+    ConfigError,
     DataError,
     EncodingError,
     PromptkitError,
+    SavedModelError,
+    StrategyError,
     TemplateError,
     VerbalizerError,
 )
+from promptkit.examples import as_examples, labels_of, sample_k_shot
 from promptkit.model import PromptModel
 from promptkit.soft_verbalizer import SoftVerbalizer
 from promptkit.strategies import get_strategy, list_strategies, register
+from promptkit.tasks import list_tasks, load_task
 from promptkit.template import Prompt, Segment, Template
 from promptkit.train import train
 from promptkit.train_config import TrainConfig
@@ -23,12 +28,16 @@ from promptkit.verbalizer import Verbalizer
 __all__ = [
     "BackboneError",
     "CatalogError",
+    "CheckpointError",
+    "ConfigError",
     "DataError",
     "EncodingError",
     "Prompt",
     "PromptModel",
     "PromptkitError",
+    "SavedModelError",
     "Segment",
+    "StrategyError",
     "SoftVerbalizer",
     "Template",
     "TrainConfig",
@@ -37,6 +46,7 @@ __all__ = [
     "VerbalizerError",
     "as_examples",
     "get_strategy",
+    "labels_of",
     "list_backbones",
     "list_strategies",
     "list_tasks",

@@ -31,16 +31,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from promptkit.errors import PromptkitError
+from promptkit.errors import CheckpointError
 from promptkit.persistence import verbalizer_to_dict
 
 logger = logging.getLogger(__name__)
 PREFIX = "checkpoint-"
 KEEP = 2  # checkpoints kept on disk; older ones are deleted after a new one is written
-
-
-class CheckpointError(PromptkitError, ValueError):
-    """A checkpoint is missing, damaged, or belongs to a different run."""
 
 
 # ------------------------------------------------------------------ manifest

@@ -31,9 +31,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from promptkit.data import sample_k_shot
-from promptkit.errors import PromptkitError, TemplateError
-from promptkit.model import labels_of
+from promptkit.errors import DataError, PromptkitError, TemplateError
+from promptkit.examples import as_examples, draw_per_class, labels_of
 from promptkit.template import Template
 from promptkit.verbalizer import Verbalizer
 
@@ -47,26 +46,33 @@ def pick_demonstrations(
     per_class: int = 1,
     seed: int = 0,
     label_key: str = "label",
-) -> list[dict[str, Any]]:
-    """``per_class`` examples of every label, drawn with ``seed`` and shuffled together (:func:`sample_k_shot`).
+) -> list[tuple[int, dict[str, Any]]]:
+    """``per_class`` examples of every label, drawn with ``seed`` and shuffled together, as (class index, row).
+
+    Rows are grouped by the verbalizer's class index, so two spellings of one label
+    (``1`` and ``True``, say, if the verbalizer maps both) count as one class.
 
     Raises:
-        PromptkitError: ``per_class`` < 1, a row without a label the verbalizer knows,
-            or a label with fewer than ``per_class`` examples.
+        DataError: ``per_class`` < 1, or a label with fewer than ``per_class`` examples.
+        VerbalizerError: a row without a label the verbalizer knows.
     """
     if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
-        raise PromptkitError(f"per_class={per_class!r} is invalid: expected an int >= 1, e.g. 1")
+        raise DataError(f"per_class={per_class!r} is invalid: expected an int >= 1, e.g. 1")
+    rows = as_examples(examples)
     try:
-        counts = Counter(labels_of(examples, verbalizer, label_key))
+        indices = labels_of(rows, verbalizer, label_key)
     except PromptkitError as err:
         raise type(err)(f"demonstrations: {err}") from None
+    counts = Counter(indices)
     short = {label: counts[i] for i, label in enumerate(verbalizer.labels) if counts[i] < per_class}
     if short:
-        raise PromptkitError(
+        raise DataError(
             f"need {per_class} demonstration(s) per label, but these labels have fewer examples: {short}; "
             "lower per_class or add examples of those labels"
         )
-    return sample_k_shot(examples, per_class, seed=seed, label_key=label_key)
+    tagged = [{"row": row, "class": index} for row, index in zip(rows, indices)]
+    picked = draw_per_class(tagged, lambda item: item["class"], per_class, seed=seed)
+    return [(item["class"], dict(item["row"])) for item in picked]
 
 
 def render_demonstration(template: Template, example: Mapping[str, Any], label_word: str) -> str:
@@ -105,8 +111,7 @@ def with_demonstrations(
         label_key: the field holding the label.
     """
     picked = pick_demonstrations(examples, verbalizer, per_class=per_class, seed=seed, label_key=label_key)
-    words = [verbalizer.words[i][0] for i in labels_of(picked, verbalizer, label_key)]
-    context = "".join(render_demonstration(template, ex, word) + separator for ex, word in zip(picked, words))
+    context = "".join(render_demonstration(template, row, verbalizer.words[i][0]) + separator for i, row in picked)
     if _RAW_END in context:
         raise TemplateError(f"a demonstration contains {_RAW_END!r}, which cannot be quoted in a template; drop it")
     name = f"{template.name}+demos{per_class}" if template.name else f"demos{per_class}"

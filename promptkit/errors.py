@@ -1,7 +1,8 @@
-"""Exception types raised by promptkit.
+"""Every exception type promptkit raises, and the helpers that word its messages.
 
-Every error subclasses :class:`PromptkitError`; the ones caused by bad user input also
-subclass :class:`ValueError` so generic ``except ValueError`` handlers keep working.
+All errors subclass :class:`PromptkitError`. Every one caused by what a user passed or
+pointed at (arguments, data, templates, saved files, checkpoints) also subclasses
+:class:`ValueError`, so a generic ``except ValueError`` handler catches it.
 """
 
 from __future__ import annotations
@@ -38,8 +39,45 @@ class EncodingError(PromptkitError, ValueError):
     """A prompt cannot be turned into model inputs (e.g. it is too long)."""
 
 
-def did_you_mean(name: object, choices: Iterable[object]) -> str:
-    """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""`` if none is close."""
+class ConfigError(PromptkitError, ValueError):
+    """An option or configuration value is invalid or unknown (model options, TrainConfig, losses)."""
+
+
+class StrategyError(PromptkitError, ValueError):
+    """A strategy name or parameter is unknown, or a name is registered twice."""
+
+
+class CheckpointError(PromptkitError, ValueError):
+    """A checkpoint is missing, damaged, or belongs to a different run."""
+
+
+class SavedModelError(PromptkitError, ValueError):
+    """A folder written by ``save_pretrained`` is missing, damaged or from another format."""
+
+
+def closest(name: object, choices: Iterable[object]) -> object | None:
+    """The choice closest to ``name`` (by spelling), or None if none is close."""
     by_text = {str(c): c for c in choices}
     close = difflib.get_close_matches(str(name), list(by_text), n=1, cutoff=0.6)
-    return f" Did you mean {by_text[close[0]]!r}?" if close else ""
+    return by_text[close[0]] if close else None
+
+
+def did_you_mean(name: object, choices: Iterable[object]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""`` if none is close."""
+    match = closest(name, choices)
+    return f" Did you mean {match!r}?" if match is not None else ""
+
+
+def check_choice(name: str, value: object, valid: Iterable[object], error: type[PromptkitError] = ConfigError) -> None:
+    """Raise ``error`` naming ``name``, the bad ``value``, the valid choices and the closest one.
+
+    Example:
+        >>> check_choice("calibrate", "batch", ("none", "batch"))
+        >>> check_choice("calibrate", "bacth", ("none", "batch"))
+        Traceback (most recent call last):
+        ...
+        promptkit.errors.ConfigError: invalid calibrate='bacth'; valid are ['none', 'batch']. Did you mean 'batch'?
+    """
+    valid = list(valid)
+    if not isinstance(value, str) or value not in valid:
+        raise error(f"invalid {name}={value!r}; valid are {valid}.{did_you_mean(value, valid)}".rstrip("."))

@@ -8,7 +8,7 @@ calibrate and normalise (postprocess).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from promptkit import persistence
 from promptkit.backbones import DEFAULT_BACKBONE, HeadKind, load_backbone
 from promptkit.cloze import ClozeBatch, ClozeEncoder
-from promptkit.data import as_examples
-from promptkit.errors import PromptkitError
+from promptkit.errors import PromptkitError, check_choice
+from promptkit.examples import as_examples, labels_of
 from promptkit.label_words import LabelWordTable
 from promptkit.prefix import cache_argument
 from promptkit.scoring import (
@@ -81,8 +81,8 @@ class PromptModel(torch.nn.Module):
         name_or_path: str | None = None,
     ) -> None:
         super().__init__()
-        _check_choice("calibrate", calibrate, ("none", "content_free", "batch"))
-        _check_choice("combine", combine, ("logsumexp", "mean"))
+        check_choice("calibrate", calibrate, ("none", "content_free", "batch"))
+        check_choice("combine", combine, ("logsumexp", "mean"))
         if max_length < 8 or batch_size < 1:
             raise PromptkitError(f"need max_length >= 8 and batch_size >= 1, got {max_length} and {batch_size}")
         self.backbone = backbone
@@ -255,21 +255,3 @@ class PromptModel(torch.nn.Module):
     def save_pretrained(self, directory: str, *, include_backbone: bool = True) -> None:
         """Save template, verbalizer, options, calibration and (by default) the backbone."""
         persistence.save(self, directory, include_backbone=include_backbone)
-
-
-def labels_of(rows: Sequence[dict], verbalizer: Verbalizer, label_key: str = "label") -> list[int]:
-    """Class indices of labelled rows; an unknown or missing label names its row."""
-    targets = []
-    for row, example in enumerate(rows):
-        if label_key not in example:
-            raise PromptkitError(f"row {row} has no {label_key!r} field; its keys are {sorted(example)}")
-        try:
-            targets.append(verbalizer.index(example[label_key]))
-        except PromptkitError as err:
-            raise type(err)(f"row {row}: {err}") from None
-    return targets
-
-
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise PromptkitError(f"invalid {name}={value!r}; valid are {list(valid)}")

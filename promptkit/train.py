@@ -30,11 +30,11 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from promptkit import checkpoint
-from promptkit.data import as_examples
-from promptkit.errors import DataError
-from promptkit.model import PromptModel, labels_of
+from promptkit.errors import ConfigError, DataError
+from promptkit.examples import as_examples, labels_of
+from promptkit.model import PromptModel
 from promptkit.template import render_all
-from promptkit.train_config import ConfigError, TrainConfig, TrainResult
+from promptkit.train_config import TrainConfig, TrainResult
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from promptkit.errors import PromptkitError, did_you_mean
-
-
-class ConfigError(PromptkitError, ValueError):
-    """A training configuration value is invalid or unknown."""
+from promptkit.errors import ConfigError, did_you_mean
 
 
 def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:

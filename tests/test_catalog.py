@@ -17,8 +17,8 @@ from promptkit.catalog import (
     read_templates,
     read_verbalizers,
 )
-from promptkit.data import TASKS, get_task
 from promptkit.errors import CatalogError
+from promptkit.tasks import TASKS, get_task
 from promptkit.template import Prompt
 
 TEMPLATES = list_templates()
@@ -151,8 +151,8 @@ def test_task_has_enough_templates(task):
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_example_is_a_real_row(task):
     """The file's example is copied from the task's default eval split."""
-    from promptkit.data import load_task
     from promptkit.errors import DataError
+    from promptkit.tasks import load_task
 
     try:
         rows = load_task(task)

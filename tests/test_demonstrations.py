@@ -15,9 +15,10 @@ ROWS = [{"text": f"neg {i} .", "label": 0} for i in range(6)] + [{"text": f"pos 
 
 def test_picks_per_class_deterministically():
     picked = pick_demonstrations(ROWS, VERBALIZER, per_class=2, seed=3)
-    assert sorted(row["label"] for row in picked) == [0, 0, 1, 1]
+    assert sorted(row["label"] for _, row in picked) == [0, 0, 1, 1]
+    assert all(VERBALIZER.index(row["label"]) == i for i, row in picked)
     assert picked == pick_demonstrations(ROWS, VERBALIZER, per_class=2, seed=3)
-    draws = {tuple(r["text"] for r in pick_demonstrations(ROWS, VERBALIZER, per_class=2, seed=s)) for s in range(8)}
+    draws = {tuple(r["text"] for _, r in pick_demonstrations(ROWS, VERBALIZER, per_class=2, seed=s)) for s in range(8)}
     assert len(draws) > 1  # the seed decides which rows and their order
 
 
@@ -91,3 +92,12 @@ def test_smollm2_scores_the_demonstrations_as_plain_text():
             logits = model.backbone(**model.tokenizer(text, return_tensors="pt")).logits[0, -1]
         expected.append(logits.log_softmax(-1)[ids].softmax(-1).numpy())
     np.testing.assert_allclose(model.predict_proba(dev), np.stack(expected), atol=1e-5)
+
+
+def test_draws_by_verbalizer_class_index():
+    """Rows are grouped by class index, so each class gets exactly per_class demonstrations."""
+    verbalizer = Verbalizer({"yes": ["Yes"], "no": ["No"]})
+    rows = [{"text": t, "label": lab} for t, lab in [("a", "no"), ("b", "yes"), ("c", "yes"), ("d", "no")]]
+    picked = pick_demonstrations(rows, verbalizer, per_class=2, seed=0)
+    assert sorted(i for i, _ in picked) == [0, 0, 1, 1]
+    assert all(verbalizer.index(row["label"]) == i for i, row in picked)

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from promptkit.errors import BackboneError
+from promptkit.errors import BackboneError, ConfigError
 from promptkit.model import PromptModel
 from promptkit.persistence import import_peft
 from promptkit.strategies.registry import register
 from promptkit.train import train as train_model
-from promptkit.train_config import ConfigError, TrainConfig, TrainResult, config_from_dict
+from promptkit.train_config import TrainConfig, TrainResult, config_from_dict
 
 
 @dataclass(frozen=True)

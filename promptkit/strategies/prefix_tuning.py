@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import torch
 
-from promptkit.data import as_examples
 from promptkit.errors import DataError
+from promptkit.examples import as_examples
 from promptkit.model import PromptModel
 from promptkit.prefix import PrefixTuning, prefix_shape
 from promptkit.strategies.registry import StrategyError, register

@@ -12,14 +12,10 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from promptkit._registry import add_to_registry
-from promptkit.errors import PromptkitError, did_you_mean
+from promptkit.errors import StrategyError, did_you_mean
 
 _STRATEGIES: dict[str, type] = {}
 T = TypeVar("T", bound=type)
-
-
-class StrategyError(PromptkitError, ValueError):
-    """A strategy name or parameter is unknown, or a name is registered twice."""
 
 
 @runtime_checkable

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import torch
 
-from promptkit.data import as_examples
 from promptkit.errors import DataError, TemplateError
+from promptkit.examples import as_examples
 from promptkit.model import PromptModel
 from promptkit.prompt_encoders import ENCODERS
 from promptkit.soft_verbalizer import SoftVerbalizer

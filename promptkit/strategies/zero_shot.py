@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptkit.data import as_examples
 from promptkit.errors import PromptkitError
+from promptkit.examples import as_examples
 from promptkit.model import Calibration, PromptModel
 from promptkit.strategies.registry import register
 

@@ -1,4 +1,4 @@
-"""Tests for promptkit.data against the real benchmark files in shared/data."""
+"""Tests for promptkit.tasks and promptkit.examples against the real benchmark files in shared/data."""
 
 from __future__ import annotations
 
@@ -14,20 +14,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from promptkit import data
-from promptkit.data import (
+from promptkit import tasks
+from promptkit.errors import DataError, PromptkitError
+from promptkit.examples import as_examples, sample_k_shot
+from promptkit.tasks import (
     ENV_VAR,
     TASKS,
     TaskInfo,
-    as_examples,
     clean_ag_news_text,
     data_root,
     get_task,
     list_tasks,
     load_task,
-    sample_k_shot,
 )
-from promptkit.errors import DataError, PromptkitError
 
 REPO = Path(__file__).resolve().parents[1]
 SNLI_DEV_ROWS = 9842  # the staged dev.jsonl already lacks the 158 '-' rows of the 10,000
@@ -74,7 +73,7 @@ def test_env_var_pointing_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_no_data_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "__file__", str(tmp_path / "pkg" / "data.py"))
+    monkeypatch.setattr(tasks, "__file__", str(tmp_path / "pkg" / "tasks.py"))
     with pytest.raises(DataError, match=f"set \\${ENV_VAR}"):
         data_root()
 
@@ -185,7 +184,7 @@ def test_snli_drops_no_consensus_rows(tmp_path: Path, caplog: pytest.LogCaptureF
     (tmp_path / "snli").mkdir()
     lines = [{"premise": "A", "hypothesis": "B", "label": lab} for lab in ("neutral", "-", "entailment", "-")]
     (tmp_path / "snli" / "dev.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    with caplog.at_level(logging.INFO, logger="promptkit.data"):
+    with caplog.at_level(logging.INFO, logger="promptkit.tasks"):
         rows = load_task("snli", root=tmp_path)
     assert [r["label"] for r in rows] == ["neutral", "entailment"]
     assert "dropped 2 rows" in caplog.text
@@ -217,7 +216,7 @@ def test_k_shot_counts_and_determinism(sst2_train: list[dict]) -> None:
 
 def test_k_shot_independent_of_hash_seed(root: Path) -> None:
     code = (
-        "from promptkit.data import load_task, sample_k_shot; "
+        "from promptkit import load_task, sample_k_shot; "
         f"rows = load_task('cb', 'train', root={str(root)!r}); "
         "print([r['idx'] for r in sample_k_shot(rows, 4, seed=1)])"
     )

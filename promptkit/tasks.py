@@ -1,4 +1,4 @@
-"""Benchmark tasks, k-shot sampling and input coercion.
+"""The benchmark-task table and the readers of its files.
 
 Rows are plain dicts with the task's normalised text fields, ``"label"`` (``None`` on
 unlabeled splits) and ``"idx"`` where the file has one. Text fields are stripped of
@@ -15,20 +15,17 @@ characters, and collapse whitespace; HTML tags such as ``<b>...</b>`` are kept.
 from __future__ import annotations
 
 import csv
-import difflib
 import html
 import json
 import logging
-import math
 import os
-import random
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptkit.errors import DataError
+from promptkit.errors import DataError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -135,9 +132,7 @@ TASKS: dict[str, TaskInfo] = {
 def _unknown(kind: str, value: object, valid: Iterable[object]) -> str:
     """Build an 'unknown name' message listing valid choices and the closest match."""
     names = [str(v) for v in valid]
-    close = difflib.get_close_matches(str(value), names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"Unknown {kind} {value!r}; valid: {', '.join(names)}.{hint}"
+    return f"Unknown {kind} {value!r}; valid: {', '.join(names)}.{did_you_mean(value, names)}"
 
 
 def data_root() -> Path:
@@ -297,86 +292,3 @@ def load_task(
         logger.info("%s/%s: dropped %d rows with labels outside %s", name, split, dropped, task.labels)
     logger.debug("Loaded %d rows from %s", len(kept), path)
     return kept
-
-
-def sample_k_shot(
-    examples: Any, k: int, *, seed: int, label_key: str = "label", allow_fewer: bool = False
-) -> list[dict[str, Any]]:
-    """Draw ``k`` examples per class, deterministically for ``seed``, in shuffled order.
-
-    Classes are visited in sorted order (first-seen order if labels don't sort); one
-    ``random.Random(seed)`` picks each class's rows and then shuffles the result.
-
-    Example:
-        >>> rows = [{"text": str(i), "label": i % 2} for i in range(10)]
-        >>> len(sample_k_shot(rows, 2, seed=0))
-        4
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise DataError(f"k must be a positive int, got {k!r}.")
-    by_class: dict[Any, list[dict[str, Any]]] = {}
-    for i, row in enumerate(as_examples(examples)):
-        if label_key not in row:
-            close = difflib.get_close_matches(str(label_key), [str(key) for key in row], n=1)
-            hint = f" Did you mean label_key={close[0]!r}?" if close else ""
-            raise DataError(f"Example {i} has no {label_key!r} key; its keys: {list(row)}.{hint}")
-        if row[label_key] is None:
-            raise DataError(f"Example {i} has label None (unlabeled split?); k-shot needs labels.")
-        by_class.setdefault(row[label_key], []).append(row)
-    try:
-        classes = sorted(by_class)
-    except TypeError:
-        classes = list(by_class)
-    rng = random.Random(seed)
-    picked: list[dict[str, Any]] = []
-    for label in classes:
-        pool = by_class[label]
-        if len(pool) < k and not allow_fewer:
-            raise DataError(
-                f"Class {label!r} has only {len(pool)} examples, fewer than k={k}; "
-                "pass allow_fewer=True to take all of them."
-            )
-        picked.extend(dict(row) for row in rng.sample(pool, min(k, len(pool))))
-    rng.shuffle(picked)
-    return picked
-
-
-def _py(value: Any) -> Any:
-    """Convert numpy scalars to Python scalars and pandas missing values to None."""
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if type(value).__name__ in ("NAType", "NaTType"):
-        return None
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def as_examples(data: Any) -> list[dict[str, Any]]:
-    """Coerce a dict, list of dicts, pandas DataFrame or ``datasets.Dataset`` to row dicts.
-
-    Example:
-        >>> as_examples({"text": "great", "label": 1})
-        [{'text': 'great', 'label': 1}]
-    """
-    module, kind = type(data).__module__, type(data).__name__
-    if isinstance(data, (str, bytes)):
-        raise DataError(f"got a {kind}; pass a dict like {{'text': ...}} or a list of them.")
-    if module.startswith("datasets") and kind.endswith("DatasetDict"):
-        raise DataError(f"got a {kind} with splits {list(data.keys())}; did you mean data['train']?")
-    if module.startswith("datasets"):
-        return [dict(row) for row in data]
-    if module.startswith("pandas") and hasattr(data, "to_dict"):
-        records = data.to_dict("records") if hasattr(data, "columns") else [data.to_dict()]
-        return [{str(key): _py(val) for key, val in rec.items()} for rec in records]
-    if isinstance(data, Mapping):
-        return [dict(data)]
-    if isinstance(data, (list, tuple)):
-        for i, row in enumerate(data):
-            if not isinstance(row, Mapping):
-                raise DataError(
-                    f"Item {i} is a {type(row).__name__}, not a dict; every example must be a dict of field -> value."
-                )
-        return [dict(row) for row in data]
-    raise DataError(
-        f"Unsupported data type {module}.{kind}; pass a dict, a list of dicts, "
-        "a pandas DataFrame or a datasets.Dataset."
-    )
