@@ -7,7 +7,6 @@ same backbone (a plain torch loop), and SetFit on all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import tempfile
@@ -62,7 +61,7 @@ class Split:
 
 
 class Backbones:
-    """The pretrained LM, loaded once; every trained run gets a fresh copy of its weights."""
+    """The pretrained LM, loaded once; every run trains a clone of it (:meth:`PromptModel.clone`)."""
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
@@ -70,9 +69,6 @@ class Backbones:
         self.lm, self.tokenizer, self.head = load_backbone(alias)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.lm.to(self.device)
-
-    def fresh_lm(self) -> torch.nn.Module:
-        return copy.deepcopy(self.lm)
 
     def fresh_classifier(self, n_labels: int, seed: int) -> torch.nn.Module:
         """``AutoModelForSequenceClassification`` with the LM's weights and a new head initialised from ``seed``.
@@ -146,20 +142,9 @@ def run_prompt_method(
     strategy = _prompt_strategy(method, settings, seed)
     if method == "soft_prompt":
         template = with_soft_prompt(template, settings.soft_tokens)
-    backbone = backbones.lm if method == "zero_shot" else backbones.fresh_lm()  # zero-shot changes no weight
-    model = PromptModel(
-        backbone,
-        backbones.tokenizer,
-        template,
-        verbalizer,
-        head=backbones.head,
-        max_length=settings.max_length,
-        batch_size=EVAL_BATCH,
-    )
-    if method == "zero_shot":
-        strategy.fit(model, split.train)
-    else:
-        strategy.fit(model, split.train, dev=split.dev if settings.eval_every and split.dev else None)
+    base = PromptModel(backbones.lm, backbones.tokenizer, template, verbalizer, head=backbones.head,
+                       max_length=settings.max_length, batch_size=EVAL_BATCH)  # fmt: skip
+    model = strategy.fit(base.clone(), split.train, dev=split.dev if settings.eval_every and split.dev else None)
     return model.predict(split.eval)
 
 

@@ -16,6 +16,7 @@ from promptkit.errors import (
     VerbalizerError,
 )
 from promptkit.examples import as_examples, labels_of, sample_k_shot
+from promptkit.losses import AuxiliaryLM, CrossEntropy, Distillation, Loss
 from promptkit.model import PromptModel
 from promptkit.soft_verbalizer import SoftVerbalizer
 from promptkit.strategies import get_strategy, list_strategies, register
@@ -26,12 +27,16 @@ from promptkit.train_config import TrainConfig
 from promptkit.verbalizer import Verbalizer
 
 __all__ = [
+    "AuxiliaryLM",
     "BackboneError",
     "CatalogError",
     "CheckpointError",
     "ConfigError",
+    "CrossEntropy",
     "DataError",
+    "Distillation",
     "EncodingError",
+    "Loss",
     "Prompt",
     "PromptModel",
     "PromptkitError",

@@ -19,9 +19,10 @@ from typing import Literal
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from promptkit.errors import BackboneError, did_you_mean
+from promptkit.errors import BackboneError, check_choice, did_you_mean
 
 logger = logging.getLogger(__name__)
 HeadKind = Literal["mlm", "causal"]
@@ -210,7 +211,10 @@ def load_backbone(
     Example:
         >>> model, tokenizer, head = load_backbone("splade-tiny")  # doctest: +SKIP
     """
+    if head is not None:
+        check_choice("head", head, ("mlm", "causal"), BackboneError)
     path, alias_head = resolve(name_or_path)
+    _refuse_pickle_only(path)
     try:
         config = AutoConfig.from_pretrained(path)
     except OSError as err:
@@ -219,10 +223,36 @@ def load_backbone(
             f"cannot load backbone {name_or_path!r}: it is not an offline alias ({list_backbones()}), "
             f"not a local folder, and not reachable on a model hub ({err.__class__.__name__}).{hint}"
         ) from None
+    except ValueError as err:
+        raise BackboneError(f"cannot read the config of backbone {name_or_path!r}: {err}") from None
     head = head or alias_head or detect_head(config)
     auto = AutoModelForMaskedLM if head == "mlm" else AutoModelForCausalLM
     kwargs = {"dtype": _dtype(dtype)} if dtype is not None else {}
-    model = auto.from_pretrained(path, **kwargs)
+    try:
+        model, info = auto.from_pretrained(path, use_safetensors=True, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise BackboneError(f"cannot load the weights of backbone {name_or_path!r} ({path}): {err}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise BackboneError(
+            f"backbone {name_or_path!r} ({path}) lacks {len(missing)} weight(s) of a {auto.__name__[12:]} model, "
+            f"e.g. {missing[:3]}; they would start at random and give meaningless scores. Use a checkpoint "
+            "with its LM head (the saved file may be damaged)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.eval()
     return model, tokenizer, head
+
+
+def _refuse_pickle_only(path: str) -> None:
+    """promptkit loads safetensors only: a local folder with only pickle weights is refused, never unpickled."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickled and not any(folder.glob("*.safetensors")):
+        raise BackboneError(
+            f"{folder} holds only pickle weights ({pickled}); promptkit never unpickles files (they can run code). "
+            "Convert them to safetensors where you trust them, e.g. AutoModel.from_pretrained(folder)"
+            ".save_pretrained(folder, safe_serialization=True)"
+        )

@@ -56,9 +56,9 @@ class SavedModelError(PromptkitError, ValueError):
 
 
 def closest(name: object, choices: Iterable[object]) -> object | None:
-    """The choice closest to ``name`` (by spelling), or None if none is close."""
-    by_text = {str(c): c for c in choices}
-    close = difflib.get_close_matches(str(name), list(by_text), n=1, cutoff=0.6)
+    """The choice closest to ``name`` (by spelling, ignoring case), or None if none is close."""
+    by_text = {str(c).lower(): c for c in reversed(list(choices))}  # the first of case-twins wins
+    close = difflib.get_close_matches(str(name).lower(), list(by_text), n=1, cutoff=0.6)
     return by_text[close[0]] if close else None
 
 

@@ -2,12 +2,16 @@
 
 Inference follows the transformers pipeline shape: render + encode (preprocess), run
 the LM with the head applied only where it is read (forward), then combine label words,
-calibrate and normalise (postprocess).
+calibrate and normalise (postprocess). Strategies change the computation only through
+:mod:`promptkit.addons` (slot vectors, a key/value prefix, label vectors), attached by role.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -16,12 +20,12 @@ import torch
 from tqdm.auto import tqdm
 
 from promptkit import persistence
+from promptkit.addons import AddOn
 from promptkit.backbones import DEFAULT_BACKBONE, HeadKind, load_backbone
 from promptkit.cloze import ClozeBatch, ClozeEncoder
-from promptkit.errors import PromptkitError, check_choice
+from promptkit.errors import ConfigError, DataError, check_choice, did_you_mean
 from promptkit.examples import as_examples, labels_of
 from promptkit.label_words import LabelWordTable
-from promptkit.prefix import cache_argument
 from promptkit.scoring import (
     Combine,
     calibrated,
@@ -36,8 +40,16 @@ from promptkit.verbalizer import Label, Verbalizer
 
 logger = logging.getLogger(__name__)
 Calibration = Literal["none", "content_free", "batch"]
+CALIBRATIONS = ("none", "content_free", "batch")
 CONTENT_FREE = ("N/A", "", "[MASK]")
+DEFAULT_MAX_LENGTH = 512
+MIN_BATCH_PRIOR = 16  # fewest inputs a batch-calibration prior is estimated on without a fitted prior
 _PROGRESS_FROM = 256  # show a progress bar from this many examples on
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if type(value) is not int or value < low:
+        raise ConfigError(f"PromptModel {name}={value!r} is invalid: expected an int >= {low}, e.g. {max(low, 32)}")
 
 
 class PromptModel(torch.nn.Module):
@@ -48,15 +60,20 @@ class PromptModel(torch.nn.Module):
         tokenizer: its fast tokenizer.
         template: how an example becomes a cloze prompt.
         verbalizer: the labels and their words.
-        head: ``"mlm"`` or ``"causal"``; detected from the backbone if None.
+        head: ``"mlm"`` or ``"causal"``; detected from the backbone if None, and must match it.
         calibrate: ``"none"``; ``"content_free"`` (contextual calibration: divide by the
             label distribution the model gives content-free inputs such as ``"N/A"``); or
             ``"batch"`` (divide by the mean label distribution over unlabeled inputs,
-            fitted with :meth:`fit_calibration`, else estimated on the inputs predicted).
+            fitted with :meth:`fit_calibration`; without it, estimated on the inputs being
+            predicted, with a warning, and refused for fewer than ``MIN_BATCH_PRIOR`` of them).
         combine: how several words of one label are combined, ``"logsumexp"`` or ``"mean"``.
         max_length: most tokens per prompt; longer prompts lose tokens of their longest input.
+            None: 512, or the backbone's position limit if that is smaller.
         batch_size: examples per forward pass.
         name_or_path: where the backbone came from (kept when saving without weights).
+
+    Assigning ``template``, ``verbalizer``, ``tokenizer`` or ``max_length`` rebuilds the
+    label-word table and the encoder and drops a fitted calibration prior; ``head`` is fixed.
 
     Example:
         >>> model = PromptModel.from_pretrained(  # doctest: +SKIP
@@ -76,37 +93,28 @@ class PromptModel(torch.nn.Module):
         head: HeadKind | None = None,
         calibrate: Calibration = "none",
         combine: Combine = "logsumexp",
-        max_length: int = 512,
+        max_length: int | None = None,
         batch_size: int = 32,
         name_or_path: str | None = None,
     ) -> None:
         super().__init__()
-        check_choice("calibrate", calibrate, ("none", "content_free", "batch"))
+        if not isinstance(template, Template):
+            raise ConfigError(f"template must be a promptkit Template, got {type(template).__name__}")
+        if not isinstance(verbalizer, Verbalizer):
+            raise ConfigError(f"verbalizer must be a promptkit Verbalizer, got {type(verbalizer).__name__}")
+        check_choice("calibrate", calibrate, CALIBRATIONS)
         check_choice("combine", combine, ("logsumexp", "mean"))
-        if max_length < 8 or batch_size < 1:
-            raise PromptkitError(f"need max_length >= 8 and batch_size >= 1, got {max_length} and {batch_size}")
+        _check_int("batch_size", batch_size, 1)
         self.backbone = backbone
-        self.tokenizer = tokenizer
-        self.template = template
-        self.verbalizer = verbalizer
-        self.head = head or ("causal" if backbone.can_generate() else "mlm")
+        self._head = _checked_head(backbone, head)
         self.calibrate = calibrate
         self.combine = combine
-        self.max_length = max_length
         self.batch_size = batch_size
         self.name_or_path = name_or_path
-        self.table = LabelWordTable(verbalizer, tokenizer)
-        self.encoder = ClozeEncoder(tokenizer, self.head, self.table, max_length)
-        self.register_buffer("word_label", torch.tensor(self.table.word_label), persistent=False)
+        self.addons = torch.nn.ModuleDict()
         self.calibration_: torch.Tensor | None = None
-        # Vectors for the template's {{ soft(n) }} / {{ trigger(n) }} slots: a module returning [S, H],
-        # set by a strategy (soft prompts, AutoPrompt); None when the template has no slots.
-        self.slot_embeddings: torch.nn.Module | None = None
-        # Replaces the label words' vocabulary rows when set (soft verbalizer): maps the features the
-        # vocabulary projection would see at the predicted position, [B, H'], to label scores [B, L].
-        self.label_head: torch.nn.Module | None = None
-        # Per-layer key/value prefix (prefix tuning, causal LMs): a PrefixTuning module, set by a strategy.
-        self.prefix: torch.nn.Module | None = None
+        self._prompt = (tokenizer, template, verbalizer, _checked_max_length(backbone, max_length))
+        self._rebuild()
 
     @classmethod
     def from_pretrained(
@@ -115,45 +123,170 @@ class PromptModel(torch.nn.Module):
         *,
         template: Template | None = None,
         verbalizer: Verbalizer | None = None,
+        head: HeadKind | None = None,
+        calibrate: Calibration | None = None,
+        combine: Combine | None = None,
+        max_length: int | None = None,
+        batch_size: int | None = None,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
-        **options: Any,
+        **unknown: Any,
     ) -> PromptModel:
         """Load a backbone (alias, hub name or folder) or a folder saved by :meth:`save_pretrained`.
 
-        ``options`` are the keyword arguments of :class:`PromptModel` (``calibrate``,
-        ``combine``, ``max_length``, ``batch_size``, ``head``); anything else is an error.
+        Options left as None keep a saved model's settings (or the defaults for a new one);
+        ``template``/``verbalizer`` replace a saved model's (its calibration is then dropped).
+        Any other keyword is an error that names the closest valid one.
         """
+        if unknown:
+            valid = [p for p in inspect.signature(cls.from_pretrained).parameters][1:-1]  # not name_or_path, unknown
+            name = sorted(unknown)[0]
+            raise ConfigError(
+                f"from_pretrained() has no option {name!r}.{did_you_mean(name, valid)} Valid options: {valid}"
+            )
+        options = {"calibrate": calibrate, "combine": combine, "max_length": max_length, "batch_size": batch_size}
+        options = {k: v for k, v in options.items() if v is not None}
         if persistence.is_saved_model(name_or_path):
             return persistence.load(
-                cls, name_or_path, template=template, verbalizer=verbalizer, dtype=dtype, device=device, **options
-            )
+                cls, name_or_path, template=template, verbalizer=verbalizer, head=head, dtype=dtype, device=device,
+                options=options,
+            )  # fmt: skip
+        persistence.check_not_a_broken_save(name_or_path)
         if template is None or verbalizer is None:
-            raise PromptkitError("from_pretrained(backbone) needs template=... and verbalizer=...")
-        backbone, tokenizer, head = load_backbone(name_or_path, head=options.pop("head", None), dtype=dtype)
+            raise persistence.missing_prompt_error(name_or_path)
+        backbone, tokenizer, head = load_backbone(name_or_path, head=head, dtype=dtype)
         model = cls(backbone, tokenizer, template, verbalizer, head=head, name_or_path=name_or_path, **options)
         return model.to(device) if device is not None else model
+
+    # ------------------------------------------------------------ derived state
+    def _rebuild(self) -> None:
+        """Recompute everything derived from tokenizer, template, verbalizer and max_length."""
+        tokenizer, template, verbalizer, max_length = self._prompt
+        self.table = LabelWordTable(verbalizer, tokenizer)
+        self.encoder = ClozeEncoder(tokenizer, self.head, self.table, max_length)
+        word_label = torch.tensor(self.table.word_label, device=self.device)
+        self.register_buffer("word_label", word_label, persistent=False)
+        self.calibration_ = None
+        for addon in self.addons.values():
+            addon.check(self)
+
+    def _replace(self, index: int, value: Any) -> None:
+        old = self._prompt
+        self._prompt = (*old[:index], value, *old[index + 1 :])
+        try:
+            self._rebuild()
+        except Exception:
+            self._prompt = old
+            self._rebuild()
+            raise
+
+    tokenizer = property(lambda self: self._prompt[0], lambda self, value: self._replace(0, value))
+    template = property(lambda self: self._prompt[1], lambda self, value: self._replace(1, _as(value, Template)))
+    verbalizer = property(lambda self: self._prompt[2], lambda self, value: self._replace(2, _as(value, Verbalizer)))
+    max_length = property(
+        lambda self: self._prompt[3], lambda self, value: self._replace(3, _checked_max_length(self.backbone, value))
+    )
+
+    @property
+    def head(self) -> HeadKind:
+        """``"mlm"`` or ``"causal"``: how the backbone scores the mask (fixed at construction)."""
+        return self._head
+
+    @head.setter
+    def head(self, value: Any) -> None:
+        raise ConfigError("PromptModel.head is fixed by the backbone; build a new PromptModel for another backbone")
 
     @property
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
+
+    # ----------------------------------------------------------------- add-ons
+    def attach(self, addon: AddOn) -> AddOn:
+        """Attach ``addon`` under its role (replacing one of the same role) and return it."""
+        if not isinstance(addon, AddOn):
+            raise ConfigError(f"attach() takes a promptkit.addons.AddOn, got {type(addon).__name__}")
+        addon.check(self)
+        self.addons[addon.role] = addon.to(self.device)
+        return addon
+
+    def detach(self, role: str) -> AddOn | None:
+        """Remove and return the add-on of ``role`` (None if there is none)."""
+        return self.addons.pop(role) if role in self.addons else None
+
+    def with_prompt(self, template: Template | None = None, verbalizer: Verbalizer | None = None) -> PromptModel:
+        """A model over the same backbone and add-ons (shared, not copied) with another template or verbalizer.
+
+        Used by ensembles (PET) and template search: one set of weights, many prompts. Its
+        calibration prior is not fitted yet.
+        """
+        model = type(self)(
+            self.backbone, self.tokenizer, template or self.template, verbalizer or self.verbalizer,
+            head=self.head, calibrate=self.calibrate, combine=self.combine, max_length=self.max_length,
+            batch_size=self.batch_size, name_or_path=self.name_or_path,
+        )  # fmt: skip
+        for addon in self.addons.values():
+            model.attach(addon)
+        return model
+
+    def clone(self) -> PromptModel:
+        """An independent deep copy (backbone and add-ons) to train without touching this model."""
+        model = self.with_prompt()
+        model.backbone = copy.deepcopy(self.backbone)
+        model.addons = copy.deepcopy(self.addons)
+        model.calibration_ = None if self.calibration_ is None else self.calibration_.clone()
+        return model
 
     # ------------------------------------------------------------------ forward
     def encode(self, examples: Any) -> ClozeBatch:
         """Render and encode examples into one :class:`ClozeBatch` (on the CPU)."""
         return self.encoder.encode(render_all(self.template, as_examples(examples)))
 
-    def forward(self, batch: ClozeBatch) -> torch.Tensor:
-        """Label log-scores ``[B, n_labels]`` (uncalibrated, not normalised over labels)."""
+    def input_embeddings(self, batch: ClozeBatch) -> torch.Tensor:
+        """``[R, T, H]`` input embeddings of ``batch``, slot positions filled by the slot add-on.
+
+        Take gradients at ``batch.slot_positions`` of these (``requires_grad_()``, then
+        :meth:`forward` with ``inputs_embeds=``), e.g. for a gradient-guided trigger search.
+        """
         batch = batch.to(self.device)
+        embeds = self.backbone.get_input_embeddings()(batch.input_ids)  # [R, T, H]
+        if batch.slot_positions.shape[1] == 0:
+            return embeds
+        vectors = next((v for a in self._hooks() if (v := a.slot_vectors(self)) is not None), None)
+        if vectors is None:
+            raise ConfigError(
+                f"template {self.template.name!r} has soft/trigger slots but no add-on fills them; train it with "
+                "the soft_prompt strategy or attach an add-on whose slot_vectors() returns the [S, H] vectors"
+            )
+        index = batch.slot_positions.unsqueeze(-1).expand(-1, -1, embeds.size(-1))  # [R, S, H]
+        return embeds.scatter(1, index, vectors.to(embeds.dtype).expand(embeds.size(0), -1, -1))
+
+    def forward(self, batch: ClozeBatch, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Label log-scores ``[B, n_labels]`` (uncalibrated, not normalised over labels).
+
+        Args:
+            batch: an encoded batch (:meth:`encode`).
+            inputs_embeds: ``[R, T, H]`` to use instead of :meth:`input_embeddings` (e.g. a
+                tensor you take gradients of).
+        """
+        batch = batch.to(self.device)
+        if inputs_embeds is None and batch.slot_positions.shape[1]:
+            inputs_embeds = self.input_embeddings(batch)
+        inputs = {"input_ids": batch.input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+        inputs["attention_mask"] = batch.attention_mask
+        for addon in self._hooks():
+            inputs = addon.backbone_inputs(self, batch, inputs)
         with head_only_at(self.backbone, batch.positions), output_features(self.backbone) as features:
-            logits = self.backbone(**self._inputs(batch), **self._attention(batch), use_cache=False).logits
-        # logits: [R, P, V]
-        if self.label_head is not None:  # soft verbalizer: label vectors scored where the word is predicted
-            return self.label_head(features[0][batch.example_rows, 0]).log_softmax(-1)  # [B, L]
+            logits = self.backbone(**inputs, use_cache=False).logits  # [R, P, V]
         words = word_log_probs(logits, batch.gather, batch.cell, batch.n_examples * batch.n_words)
         words = words.view(batch.n_examples, batch.n_words)  # [B, W]
-        return combine_words(words, self.word_label, len(self.verbalizer.labels), self.combine)
+        scores = combine_words(words, self.word_label, len(self.verbalizer.labels), self.combine)  # [B, L]
+        first = features[0][batch.example_rows, 0]  # [B, H']: where the label word is predicted
+        for addon in self._hooks():
+            scores = addon.label_scores(self, batch, scores, first)
+        return scores
+
+    def _hooks(self) -> list[AddOn]:
+        return [self.addons[role] for role in sorted(self.addons)]
 
     def batches(self, examples: Any) -> Iterator[tuple[list[int], ClozeBatch]]:
         """Yield ``(row indices, encoded batch)``; similar lengths share a batch (less padding)."""
@@ -162,29 +295,6 @@ class PromptModel(torch.nn.Module):
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             yield chunk, self.encoder.encode([prompts[i] for i in chunk])
-
-    def _inputs(self, batch: ClozeBatch) -> dict[str, torch.Tensor]:
-        """Token ids, or embeddings with the slot positions replaced by ``slot_embeddings``."""
-        if batch.slot_positions.shape[1] == 0:
-            return {"input_ids": batch.input_ids}
-        if self.slot_embeddings is None:
-            raise PromptkitError(
-                f"template {self.template.name!r} has soft/trigger slots but the model has no slot_embeddings; "
-                "train it with the soft_prompt strategy or set model.slot_embeddings"
-            )
-        embeds = self.backbone.get_input_embeddings()(batch.input_ids)  # [R, T, H]
-        vectors = self.slot_embeddings().to(embeds.dtype)  # [S, H]
-        index = batch.slot_positions.unsqueeze(-1).expand(-1, -1, embeds.size(-1))  # [R, S, H]
-        return {"inputs_embeds": embeds.scatter(1, index, vectors.expand(embeds.size(0), -1, -1))}
-
-    def _attention(self, batch: ClozeBatch) -> dict[str, Any]:
-        """The attention mask, and with a prefix (prefix tuning) its key/value cache and a mask widened by it."""
-        mask = batch.attention_mask  # [R, T]
-        if self.prefix is None:
-            return {"attention_mask": mask}
-        cache = self.prefix.cache(mask.size(0), self.backbone.config, self.backbone.dtype)
-        mask = torch.cat([mask.new_ones(mask.size(0), self.prefix.n_tokens), mask], dim=1)  # [R, n + T]
-        return {"attention_mask": mask, cache_argument(self.backbone): cache}
 
     def label_log_probs(self, examples: Any, *, progress: bool | None = None) -> torch.Tensor:
         """``[N, n_labels]`` label log-probabilities before calibration, in input order."""
@@ -205,9 +315,13 @@ class PromptModel(torch.nn.Module):
         if self.calibrate == "content_free":
             self.calibration_ = self.content_free_prior()
         elif self.calibrate == "batch":
-            if unlabeled is None:
-                raise PromptkitError("calibrate='batch' needs unlabeled examples: fit_calibration(examples)")
-            self.calibration_ = mean_prior(self.label_log_probs(unlabeled))
+            rows = None if unlabeled is None else as_examples(unlabeled)
+            if not rows:
+                raise DataError(
+                    f"calibrate='batch' needs unlabeled examples to estimate the prior, got {unlabeled!r}; "
+                    "call fit_calibration(examples) with at least one example (a few hundred is typical)"
+                )
+            self.calibration_ = mean_prior(self.label_log_probs(rows))
         return self
 
     def refit_calibration(self, unlabeled: Any = None) -> None:
@@ -232,6 +346,17 @@ class PromptModel(torch.nn.Module):
             return log_probs
         if self.calibration_ is None and self.calibrate == "content_free":
             self.fit_calibration()
+        if self.calibration_ is None:  # batch calibration without a fitted prior
+            if len(log_probs) < MIN_BATCH_PRIOR:
+                raise DataError(
+                    f"calibrate='batch' has no fitted prior and {len(log_probs)} input(s) are too few to estimate "
+                    f"one on (at least {MIN_BATCH_PRIOR}); call model.fit_calibration(unlabeled) first"
+                )
+            warnings.warn(
+                "calibrate='batch' without a fitted prior: estimating it on the inputs being predicted; "
+                "call model.fit_calibration(unlabeled) for predictions that do not depend on the batch",
+                stacklevel=3,
+            )
         prior = self.calibration_ if self.calibration_ is not None else mean_prior(log_probs)
         return calibrated(log_probs, prior)
 
@@ -248,10 +373,46 @@ class PromptModel(torch.nn.Module):
     def score(self, examples: Any, *, label_key: str = "label", progress: bool | None = None) -> float:
         """Accuracy on labelled examples."""
         rows = as_examples(examples)
+        if not rows:
+            raise DataError("score() needs at least one labelled example; got none")
         targets = labels_of(rows, self.verbalizer, label_key)
         predicted = self.predict_proba(rows, progress=progress).argmax(-1)
-        return float((predicted == np.asarray(targets)).mean()) if rows else float("nan")
+        return float((predicted == np.asarray(targets)).mean())
 
     def save_pretrained(self, directory: str, *, include_backbone: bool = True) -> None:
-        """Save template, verbalizer, options, calibration and (by default) the backbone."""
+        """Save template, verbalizer, options, calibration, add-ons and (by default) the backbone."""
         persistence.save(self, directory, include_backbone=include_backbone)
+
+
+def _as(value: Any, kind: type) -> Any:
+    if not isinstance(value, kind):
+        raise ConfigError(f"expected a promptkit {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _checked_head(backbone: torch.nn.Module, head: Any) -> HeadKind:
+    actual = "causal" if backbone.can_generate() else "mlm"
+    if head is None:
+        return actual
+    check_choice("head", head, ("mlm", "causal"))
+    if head != actual:
+        raise ConfigError(
+            f"head={head!r} does not match the backbone: {type(backbone).__name__} is a "
+            f"{'causal' if actual == 'causal' else 'masked'} LM (head={actual!r}); leave head=None to detect it"
+        )
+    return head
+
+
+def _checked_max_length(backbone: torch.nn.Module, max_length: Any) -> int:
+    config = backbone.config.get_text_config() if hasattr(backbone.config, "get_text_config") else backbone.config
+    limit = getattr(config, "max_position_embeddings", None)
+    limit = limit if isinstance(limit, int) and limit > 0 else None
+    if max_length is None:
+        return min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
+    _check_int("max_length", max_length, 8)
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"PromptModel max_length={max_length} exceeds the backbone's {limit} positions "
+            f"(config.max_position_embeddings); use max_length <= {limit}"
+        )
+    return max_length

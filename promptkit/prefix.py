@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from promptkit.addons import AddOn, register_addon
 from promptkit.errors import BackboneError
-from promptkit.persistence import register_module
 
 
 def prefix_shape(backbone: torch.nn.Module) -> dict[str, int]:
@@ -48,11 +48,12 @@ def cache_argument(backbone: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
 
 
-@register_module("prefix_tuning")
-class PrefixTuning(torch.nn.Module):
+@register_addon("prefix_tuning")
+class PrefixTuning(AddOn):
     """Per-layer prefix keys and values, ``[n_layers, n_kv_heads, n_tokens, head_dim]`` each.
 
-    Set as ``PromptModel.prefix``. Keys are stored as the attention layer caches them
+    The add-on of role ``"prefix"``: it hands the backbone a cache holding the prefix and
+    widens the attention mask by ``n_tokens`` on every forward pass. Keys are stored as the attention layer caches them
     (after any rotary embedding), so they are free vectors the layer attends to.
 
     Example:
@@ -60,6 +61,8 @@ class PrefixTuning(torch.nn.Module):
         >>> prefix.cache(batch_size=3, config=None).layers[0].keys.shape
         torch.Size([3, 2, 4, 8])
     """
+
+    role = "prefix"
 
     def __init__(self, n_tokens: int, n_layers: int, n_kv_heads: int, head_dim: int) -> None:
         super().__init__()
@@ -97,9 +100,17 @@ class PrefixTuning(torch.nn.Module):
         return {"n_tokens": self.n_tokens, "n_layers": self.n_layers, "n_kv_heads": self.n_kv_heads,
                 "head_dim": self.head_dim}  # fmt: skip
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> PrefixTuning:
-        return cls(**config)
+    def check(self, model: Any) -> None:
+        expected = prefix_shape(model.backbone)
+        found = {"n_layers": self.n_layers, "n_kv_heads": self.n_kv_heads, "head_dim": self.head_dim}
+        if found != expected:
+            raise BackboneError(f"the prefix was made for attention shape {found}, the backbone has {expected}")
+
+    def backbone_inputs(self, model: Any, batch: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+        mask = inputs["attention_mask"]  # [R, T]
+        cache = self.cache(mask.size(0), model.backbone.config, model.backbone.dtype)
+        widened = torch.cat([mask.new_ones(mask.size(0), self.n_tokens), mask], dim=1)  # [R, n + T]
+        return {**inputs, "attention_mask": widened, cache_argument(model.backbone): cache}
 
     def extra_repr(self) -> str:
         return f"n_tokens={self.n_tokens}, n_layers={self.n_layers}, n_kv_heads={self.n_kv_heads}"

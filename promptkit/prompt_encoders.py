@@ -1,9 +1,9 @@
 """Trainable slot-vector modules for ``{{ soft(n) }}`` slots: prompt tuning and P-tuning encoders.
 
-Each module's ``forward()`` returns the ``[S, H]`` vectors that
-:class:`~promptkit.model.PromptModel` puts at the template's slot positions. Each is
-registered with :func:`~promptkit.persistence.register_module`, so a saved model
-stores its ``config()`` as JSON and its weights as safetensors and loads it back by name.
+Each is an add-on of role ``"slot_embeddings"`` (:mod:`promptkit.addons`): its ``forward()``
+returns the ``[S, H]`` vectors that :class:`~promptkit.model.PromptModel` puts at the
+template's slot positions. Each is registered with :func:`~promptkit.addons.register_addon`,
+so a saved model stores its ``config()`` as JSON and its weights as safetensors.
 
 - :class:`PromptTuning` (Lester et al., 2021): the vectors themselves are the parameters.
 - :class:`LstmPromptEncoder` / :class:`MlpPromptEncoder` (P-tuning, Liu et al., 2021):
@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
-from promptkit.persistence import register_module
+from promptkit.addons import AddOn, register_addon
 
 
-class _PromptModule(torch.nn.Module):
+class _PromptModule(AddOn):
     """Shared parts: ``S`` learned input vectors ``prompt`` ``[S, H]`` and a JSON config."""
+
+    role = "slot_embeddings"
 
     def __init__(self, n_tokens: int, hidden_size: int) -> None:
         super().__init__()
@@ -32,15 +34,14 @@ class _PromptModule(torch.nn.Module):
         """Plain JSON-ready settings; ``type(m).from_config(m.config())`` rebuilds the module."""
         return {"n_tokens": self.n_tokens, "hidden_size": self.hidden_size}
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> _PromptModule:
-        return cls(**config)
+    def slot_vectors(self, model: Any) -> torch.Tensor:
+        return self()  # [S, H]
 
     def extra_repr(self) -> str:
         return f"n_tokens={self.n_tokens}, hidden_size={self.hidden_size}"
 
 
-@register_module("prompt_tuning")
+@register_addon("prompt_tuning")
 class PromptTuning(_PromptModule):
     """Prompt tuning: ``S`` free vectors of the backbone's embedding size.
 
@@ -53,7 +54,7 @@ class PromptTuning(_PromptModule):
         return self.prompt  # [S, H]
 
 
-@register_module("p_tuning_lstm")
+@register_addon("p_tuning_lstm")
 class LstmPromptEncoder(_PromptModule):
     """P-tuning's encoder: a 2-layer bi-LSTM over the input vectors, then a 2-layer MLP.
 
@@ -74,7 +75,7 @@ class LstmPromptEncoder(_PromptModule):
         return self.mlp(states.squeeze(0))  # [S, H]
 
 
-@register_module("p_tuning_mlp")
+@register_addon("p_tuning_mlp")
 class MlpPromptEncoder(_PromptModule):
     """P-tuning with a residual 2-layer MLP: ``x + MLP(x)``; starts equal to the input vectors.
 

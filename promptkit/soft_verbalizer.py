@@ -12,17 +12,20 @@ from typing import Any
 
 import torch
 
-from promptkit.persistence import register_module
+from promptkit.addons import AddOn, register_addon
+from promptkit.errors import ConfigError
 
 
-@register_module("soft_verbalizer")
-class SoftVerbalizer(torch.nn.Module):
-    """``[B, H']`` features -> ``[B, n_labels]`` label scores; set as ``PromptModel.label_head``.
+@register_addon("soft_verbalizer")
+class SoftVerbalizer(AddOn):
+    """``[B, H']`` features -> ``[B, n_labels]`` label scores; the add-on of role ``"label_head"``.
 
     Example:
         >>> SoftVerbalizer(n_labels=2, hidden_size=8)(torch.zeros(3, 8)).shape
         torch.Size([3, 2])
     """
+
+    role = "label_head"
 
     def __init__(self, n_labels: int, hidden_size: int) -> None:
         super().__init__()
@@ -52,6 +55,12 @@ class SoftVerbalizer(torch.nn.Module):
     def config(self) -> dict[str, Any]:
         return {"n_labels": self.n_labels, "hidden_size": self.hidden_size}
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SoftVerbalizer:
-        return cls(**config)
+    def check(self, model: Any) -> None:
+        if self.n_labels != len(model.verbalizer.labels):
+            raise ConfigError(
+                f"the soft verbalizer has {self.n_labels} label vectors but the verbalizer has "
+                f"{len(model.verbalizer.labels)} labels; train a new one for this verbalizer"
+            )
+
+    def label_scores(self, model: Any, batch: Any, scores: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self(features).log_softmax(-1)  # [B, L]: label vectors where the word is predicted

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from promptkit import PromptkitError, PromptModel, Template, Verbalizer, VerbalizerError
+from promptkit import DataError, PromptkitError, PromptModel, Template, Verbalizer, VerbalizerError
 
 EXAMPLES = [
     {"text": "a charming and often affecting journey.", "label": 1},
@@ -127,14 +127,25 @@ def test_content_free_calibration_divides_by_prior(tiny_causal, bpe_tokenizer):
 
 
 def test_batch_calibration_centres_the_label_distribution(tiny_causal, bpe_tokenizer):
+    many = EXAMPLES * 4  # 16: enough to estimate a prior on the inputs themselves
     cal = _model(tiny_causal, bpe_tokenizer, calibrate="batch")
-    raw = _model(tiny_causal, bpe_tokenizer).predict_proba(EXAMPLES)
+    raw = _model(tiny_causal, bpe_tokenizer).predict_proba(many)
     expected = raw / raw.mean(0)
-    np.testing.assert_allclose(cal.predict_proba(EXAMPLES), expected / expected.sum(-1, keepdims=True), atol=1e-5)
-    cal.fit_calibration(EXAMPLES)  # a fitted prior is used for later inputs, even one at a time
+    with pytest.warns(UserWarning, match="without a fitted prior"):
+        np.testing.assert_allclose(cal.predict_proba(many), expected / expected.sum(-1, keepdims=True), atol=1e-5)
+    cal.fit_calibration(many)  # a fitted prior is used for later inputs, even one at a time
     np.testing.assert_allclose(
         cal.predict_proba(EXAMPLES[:1])[0], (expected / expected.sum(-1, keepdims=True))[0], atol=1e-5
     )
+
+
+def test_batch_calibration_without_a_prior_refuses_a_single_example(tiny_causal, bpe_tokenizer):
+    """One example would be its own prior: every prediction would be the first label."""
+    cal = _model(tiny_causal, bpe_tokenizer, calibrate="batch")
+    with pytest.raises(DataError, match=r"1 input\(s\) are too few .* call model.fit_calibration\(unlabeled\)"):
+        cal.predict(EXAMPLES[:1])
+    with pytest.raises(DataError, match="needs unlabeled examples"):
+        cal.fit_calibration([])
 
 
 def test_chat_template_wraps_user_message(tiny_causal, bpe_tokenizer):

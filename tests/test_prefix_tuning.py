@@ -40,7 +40,7 @@ def tiny_gpt2(bpe_tokenizer):
 def _with_prefix_of(model: PromptModel, ids: list[int]) -> PromptModel:
     prefix = PrefixTuning(len(ids), **prefix_shape(model.backbone))
     prefix.init_from_tokens(model.backbone, ids)
-    model.prefix = prefix
+    model.attach(prefix)
     return model
 
 
@@ -81,14 +81,14 @@ def test_prefix_tuning_learns_the_keyword_task_with_a_frozen_backbone(sensitive_
     assert losses[-1] < 0.2 * losses[0]
     assert start < 1.0 and fitted.score(KEYWORD) == 1.0
     trainable = {n for n, p in fitted.named_parameters() if p.requires_grad}
-    assert trainable == {"prefix.keys", "prefix.values"}
+    assert trainable == {"addons.prefix.keys", "addons.prefix.values"}
     assert all(torch.equal(v, before[k]) for k, v in fitted.backbone.state_dict().items())
 
 
 def test_same_seed_same_prefix_and_training(tiny_causal, bpe_tokenizer):
     def fitted(seed: int) -> PrefixTuning:
         model = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, TEMPLATE, VERBALIZER)
-        return get_strategy("prefix_tuning", n_tokens=3, seed=seed, config=SMALL).fit(model, KEYWORD).prefix
+        return get_strategy("prefix_tuning", n_tokens=3, seed=seed, config=SMALL).fit(model, KEYWORD).addons["prefix"]
 
     first, again, other = fitted(1), fitted(1), fitted(2)
     assert torch.equal(first.keys, again.keys) and torch.equal(first.values, again.values)
@@ -114,10 +114,10 @@ def test_saved_prefix_refers_to_the_backbone_and_loads_identical_predictions(tin
     model = get_strategy("prefix_tuning", n_tokens=3, config=SMALL).fit(base, KEYWORD)
     model.save_pretrained(str(tmp_path / "prefix"), include_backbone=False)
     files = {p.relative_to(tmp_path / "prefix").as_posix() for p in (tmp_path / "prefix").rglob("*") if p.is_file()}
-    assert files == {"promptkit.json", "template.yaml", "verbalizer.yaml", "prefix/config.json",
-                     "prefix/model.safetensors"}  # fmt: skip
+    assert files == {"promptkit.json", "template.yaml", "verbalizer.yaml", "addons/prefix/config.json",
+                     "addons/prefix/model.safetensors"}  # fmt: skip
     loaded = PromptModel.from_pretrained(str(tmp_path / "prefix"))
-    assert type(loaded.prefix) is PrefixTuning and loaded.prefix.n_tokens == 3
+    assert type(loaded.addons["prefix"]) is PrefixTuning and loaded.addons["prefix"].n_tokens == 3
     np.testing.assert_array_equal(loaded.predict_proba(KEYWORD), model.predict_proba(KEYWORD))
 
 
@@ -136,4 +136,4 @@ def test_masked_lms_are_refused_with_the_alternative(tiny_mlm, wordpiece_tokeniz
     model = PromptModel(copy.deepcopy(tiny_mlm), wordpiece_tokenizer, TEMPLATE, VERBALIZER)
     with pytest.raises(BackboneError, match=r"prefix tuning needs a causal LM.*get_strategy\('soft_prompt'\)"):
         get_strategy("prefix_tuning", config=SMALL).fit(model, KEYWORD)
-    assert model.prefix is None and all(p.requires_grad for p in model.backbone.parameters())
+    assert "prefix" not in model.addons and all(p.requires_grad for p in model.backbone.parameters())

@@ -4,17 +4,22 @@ import pytest
 import torch
 
 from promptkit import PromptkitError, PromptModel, Template, TemplateError, Verbalizer
+from promptkit.addons import AddOn
 
 SENTIMENT = Verbalizer({0: ["terrible"], 1: ["great"]})
 EXAMPLES = [{"text": "a charming journey."}, {"text": "bleak, slow and desperate"}]
 
 
-class FixedVectors(torch.nn.Module):
+class FixedVectors(AddOn):
+    """A test-only slot add-on (not registered: it is never saved)."""
+
+    role = "slot_embeddings"
+
     def __init__(self, vectors: torch.Tensor) -> None:
         super().__init__()
         self.vectors = torch.nn.Parameter(vectors)
 
-    def forward(self) -> torch.Tensor:
+    def slot_vectors(self, model) -> torch.Tensor:
         return self.vectors
 
 
@@ -44,10 +49,10 @@ def test_slot_embeddings_replace_placeholder_inputs(tiny_causal, bpe_tokenizer):
     words = bpe_tokenizer("Movie review:", add_special_tokens=False)["input_ids"]
     slotted = Template(f"{{{{ soft({len(words)}) }}}} {{{{ text }}}} It was {{{{ mask }}}}")
     model = PromptModel(tiny_causal, bpe_tokenizer, slotted, SENTIMENT)
-    with pytest.raises(PromptkitError, match="no slot_embeddings"):
+    with pytest.raises(PromptkitError, match="no add-on fills them"):
         model.predict_proba(EXAMPLES)
     # Slot vectors equal to the embeddings of real words give the same scores as those words as text.
-    model.slot_embeddings = FixedVectors(tiny_causal.get_input_embeddings().weight[words].detach().clone())
+    model.attach(FixedVectors(tiny_causal.get_input_embeddings().weight[words].detach().clone()))
     as_text = PromptModel(tiny_causal, bpe_tokenizer, Template("Movie review: {{ text }} It was {{ mask }}"), SENTIMENT)
     torch.testing.assert_close(
         torch.tensor(model.predict_proba(EXAMPLES)), torch.tensor(as_text.predict_proba(EXAMPLES)), atol=1e-5, rtol=0
@@ -58,8 +63,8 @@ def test_gradients_reach_slot_vectors(tiny_mlm, wordpiece_tokenizer):
     model = PromptModel(
         tiny_mlm, wordpiece_tokenizer, Template("{{ soft(4) }} {{ text }} It was {{ mask }}."), SENTIMENT
     )
-    model.slot_embeddings = FixedVectors(torch.randn(4, tiny_mlm.config.hidden_size))
+    model.attach(FixedVectors(torch.randn(4, tiny_mlm.config.hidden_size)))
     scores = model(model.encode(EXAMPLES))
     scores[:, 1].sum().backward()
-    grad = model.slot_embeddings.vectors.grad
+    grad = model.addons["slot_embeddings"].vectors.grad
     assert grad is not None and grad.abs().sum() > 0

@@ -78,7 +78,7 @@ def test_soft_prompt_learns_the_keyword_task_with_a_frozen_backbone(head, encode
     assert losses[-1] < 0.2 * losses[0]
     assert fitted.score(KEYWORD) == 1.0
     trainable = [n for n, p in fitted.named_parameters() if p.requires_grad]
-    assert trainable and all(n.startswith("slot_embeddings.") for n in trainable)
+    assert trainable and all(n.startswith("addons.slot_embeddings.") for n in trainable)
     assert all(torch.equal(v, before[k]) for k, v in fitted.backbone.state_dict().items())
 
 
@@ -103,7 +103,7 @@ def test_same_seed_same_trained_vectors(tiny_causal, bpe_tokenizer):
     runs = []
     for _ in range(2):
         model = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, SOFT, VERBALIZER)
-        runs.append(get_strategy("soft_prompt", config=SMALL).fit(model, KEYWORD).slot_embeddings.prompt)
+        runs.append(get_strategy("soft_prompt", config=SMALL).fit(model, KEYWORD).addons["slot_embeddings"].prompt)
     assert torch.equal(runs[0], runs[1])
 
 
@@ -126,21 +126,26 @@ def test_save_references_the_backbone_and_loads_identical_predictions(encoder, s
     model = get_strategy("soft_prompt", encoder=encoder, config=SMALL).fit(saved_base, KEYWORD)
     model.save_pretrained(str(tmp_path / "soft"), include_backbone=False)
     files = {p.relative_to(tmp_path / "soft").as_posix() for p in (tmp_path / "soft").rglob("*") if p.is_file()}
-    assert files == {"promptkit.json", "template.yaml", "verbalizer.yaml", "slot_embeddings/config.json",
-                     "slot_embeddings/model.safetensors"}  # fmt: skip
+    assert files == {"promptkit.json", "template.yaml", "verbalizer.yaml", "addons/slot_embeddings/config.json",
+                     "addons/slot_embeddings/model.safetensors"}  # fmt: skip
     loaded = PromptModel.from_pretrained(str(tmp_path / "soft"))
     kind = {"none": PromptTuning, "lstm": LstmPromptEncoder}[encoder]
-    assert type(loaded.slot_embeddings) is kind and loaded.slot_embeddings.config() == {
+    assert type(loaded.addons["slot_embeddings"]) is kind and loaded.addons["slot_embeddings"].config() == {
         "n_tokens": 4,
         "hidden_size": 32,
     }
     np.testing.assert_array_equal(loaded.predict_proba(KEYWORD), model.predict_proba(KEYWORD))
 
 
-def test_unregistered_slot_module_cannot_be_saved(causal, tmp_path):
-    causal.slot_embeddings = torch.nn.Linear(1, 1)
-    with pytest.raises(PromptkitError, match=r"slot_embeddings of type Linear: it is not registered"):
+def test_unregistered_addon_cannot_be_saved(causal, tmp_path):
+    class Unregistered(PromptTuning):
+        pass
+
+    causal.attach(Unregistered(2, 32))
+    with pytest.raises(PromptkitError, match=r"add-on 'slot_embeddings' of type Unregistered: it is not registered"):
         causal.save_pretrained(str(tmp_path / "x"))
+    with pytest.raises(PromptkitError, match="attach\\(\\) takes a promptkit.addons.AddOn, got Linear"):
+        causal.attach(torch.nn.Linear(1, 1))
 
 
 # ------------------------------------------------------------------ errors
@@ -166,5 +171,5 @@ def test_template_needs_soft_slots(tiny_causal, bpe_tokenizer):
     plain.template = Template("{{ trigger(2) }} {{ text }}. It was {{ mask }}")
     with pytest.raises(TemplateError, match=r"has \['trigger'\] slots only"):
         get_strategy("soft_prompt", config=SMALL).fit(plain, KEYWORD)
-    with pytest.raises(PromptkitError, match="empty training set"):
+    with pytest.raises(PromptkitError, match="needs at least one training example"):
         get_strategy("soft_prompt").fit(plain, [])

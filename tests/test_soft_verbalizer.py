@@ -18,7 +18,7 @@ def test_starts_where_the_verbalizer_is_on_a_masked_lm(tiny_mlm, wordpiece_token
     verbalizer = Verbalizer({0: ["terrible"], 1: ["great"], 2: ["fine"]})
     model = PromptModel(tiny_mlm, wordpiece_tokenizer, Template("{{ text }} It was {{ mask }}."), verbalizer)
     words = model.predict_proba(EXAMPLES)
-    model.label_head = SoftVerbalizer.from_model(model)
+    model.attach(SoftVerbalizer.from_model(model))
     np.testing.assert_allclose(model.predict_proba(EXAMPLES), words, atol=1e-5)
 
 
@@ -26,7 +26,7 @@ def test_scores_the_final_hidden_state_of_a_causal_lm(tiny_causal, bpe_tokenizer
     model = PromptModel(tiny_causal, bpe_tokenizer, Template("{{ text }} It was {{ mask }}"), VERBALIZER)
     head = SoftVerbalizer(2, tiny_causal.config.hidden_size)
     torch.nn.init.normal_(head.weight)
-    model.label_head = head
+    model.attach(head)
     expected = []
     for example in EXAMPLES:
         ids = bpe_tokenizer(f"{example['text']} It was", return_tensors="pt")
@@ -44,23 +44,33 @@ def test_soft_prompt_trains_and_saves_a_soft_verbalizer(tiny_causal, bpe_tokeniz
     start = copy.deepcopy(SoftVerbalizer.from_model(model).state_dict())
     config = {"learning_rate": 0.1, "batch_size": 16, "max_steps": 5, "progress": False}
     fitted = get_strategy("soft_prompt", config=config, soft_verbalizer=True).fit(model, KEYWORD)
-    trainable = {n.split(".")[0] for n, p in fitted.named_parameters() if p.requires_grad}
-    assert trainable == {"slot_embeddings", "label_head"}
-    assert not torch.equal(fitted.label_head.weight, start["weight"])  # it trained
+    trainable = {".".join(n.split(".")[:2]) for n, p in fitted.named_parameters() if p.requires_grad}
+    assert trainable == {"addons.slot_embeddings", "addons.label_head"}
+    assert not torch.equal(fitted.addons["label_head"].weight, start["weight"])  # it trained
     fitted.save_pretrained(str(tmp_path / "saved"), include_backbone=False)
     loaded = PromptModel.from_pretrained(str(tmp_path / "saved"))
-    assert isinstance(loaded.label_head, SoftVerbalizer)
+    assert isinstance(loaded.addons["label_head"], SoftVerbalizer)
     np.testing.assert_array_equal(loaded.predict_proba(KEYWORD), fitted.predict_proba(KEYWORD))
 
 
-def test_a_taken_module_name_is_refused():
+def test_a_taken_addon_type_name_is_refused():
     import pytest
 
     from promptkit import PromptkitError
-    from promptkit.persistence import register_module
+    from promptkit.addons import AddOn, register_addon
 
-    class Other(torch.nn.Module):
-        pass
+    class Other(AddOn):
+        role = "label_head"
 
-    with pytest.raises(PromptkitError, match="module name 'soft_verbalizer' is already taken by SoftVerbalizer"):
-        register_module("soft_verbalizer")(Other)
+    with pytest.raises(PromptkitError, match="add-on type name 'soft_verbalizer' is already taken by SoftVerbalizer"):
+        register_addon("soft_verbalizer")(Other)
+
+
+def test_a_soft_verbalizer_for_another_label_count_is_refused(tiny_causal, bpe_tokenizer):
+    import pytest
+
+    from promptkit import ConfigError
+
+    model = PromptModel(tiny_causal, bpe_tokenizer, Template("{{ text }} It was {{ mask }}"), VERBALIZER)
+    with pytest.raises(ConfigError, match="3 label vectors but the verbalizer has 2 labels"):
+        model.attach(SoftVerbalizer(3, tiny_causal.config.hidden_size))

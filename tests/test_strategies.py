@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import sys
 
 import numpy as np
@@ -77,14 +78,40 @@ def test_register_a_new_strategy_without_editing_the_core(monkeypatch, causal):
         register("broken")(type("Broken", (), {}))
 
 
+CONTRACT = ["self", "model", "train", "unlabeled", "dev", "targets", "resume_from"]
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_every_strategy_has_the_one_fit_signature(name):
+    fit = inspect.signature(type(get_strategy(name)).fit).parameters
+    assert list(fit) == CONTRACT
+    assert [fit[p].kind for p in CONTRACT[4:]] == [inspect.Parameter.KEYWORD_ONLY] * 3
+
+
 @pytest.mark.parametrize("name", list_strategies())
 def test_every_strategy_fits_and_returns_a_prompt_model(name, causal):
-    """Contract: default parameters, labelled train + unlabeled examples in, a working model out."""
+    """Contract: default parameters, labelled train + unlabeled + dev examples in, a working model out."""
     causal.template = CONTRACT_TEMPLATES.get(name, causal.template)
-    strategy = get_strategy(name)
-    fitted = strategy.fit(causal, KEYWORD, [{"text": e["text"]} for e in KEYWORD])
+    strategy = get_strategy(name, **({} if name == "zero_shot" else {"config": {**FAST, "max_steps": 4}}))
+    unlabeled = [{"text": e["text"]} for e in KEYWORD]
+    fitted = strategy.fit(causal, KEYWORD, unlabeled, dev=KEYWORD[::4], targets=None, resume_from=None)
     assert isinstance(fitted, PromptModel)
     assert fitted.predict_proba(KEYWORD).shape == (16, 2) and not fitted.backbone.training
+
+
+@pytest.mark.parametrize("name", sorted(set(list_strategies()) - {"zero_shot"}))
+def test_every_trained_strategy_takes_soft_targets_and_its_own_learning_rate(name, causal):
+    causal.template = CONTRACT_TEMPLATES.get(name, causal.template)
+    strategy = get_strategy(name, config=TrainConfig(max_steps=2, progress=False))
+    assert strategy.config.learning_rate == type(strategy).default_learning_rate  # a TrainConfig without a rate
+    soft = np.full((len(KEYWORD), 2), 0.5)
+    strategy.fit(causal, KEYWORD, targets=soft)
+    assert strategy.result_.steps == 2
+
+
+def test_zero_shot_accepts_an_empty_or_missing_training_set(causal):
+    assert get_strategy("zero_shot").fit(causal, None) is causal
+    assert get_strategy("zero_shot").fit(causal, []) is causal
 
 
 # ------------------------------------------------------------------ zero_shot

@@ -1,9 +1,12 @@
 """Training strategies, registered by name; importing this package registers the built-in ones."""
 
+from promptkit.errors import StrategyError
+from promptkit.lora import LoraSettings
 from promptkit.strategies import finetune, prefix_tuning, soft_prompt, zero_shot  # noqa: F401  (registers the built-ins)
-from promptkit.strategies.finetune import Finetune, LoraSettings
+from promptkit.strategies.base import TrainedStrategy
+from promptkit.strategies.finetune import Finetune
 from promptkit.strategies.prefix_tuning import PrefixTuningStrategy
-from promptkit.strategies.registry import Strategy, StrategyError, get_strategy, list_strategies, register
+from promptkit.strategies.registry import Strategy, get_strategy, list_strategies, register
 from promptkit.strategies.soft_prompt import SoftPrompt
 from promptkit.strategies.zero_shot import ZeroShot
 
@@ -14,6 +17,7 @@ __all__ = [
     "SoftPrompt",
     "Strategy",
     "StrategyError",
+    "TrainedStrategy",
     "ZeroShot",
     "get_strategy",
     "list_strategies",

@@ -1,14 +1,18 @@
 """Strategies by name: ``@register("name")`` on a class, ``get_strategy("name", **params)``.
 
 A strategy is a small class whose ``__init__`` only stores its parameters and whose
-``fit(model, train, unlabeled=None)`` returns the trained :class:`~promptkit.model.PromptModel`.
+``fit(model, train, unlabeled=None, *, dev=None, targets=None, resume_from=None)`` returns
+the trained :class:`~promptkit.model.PromptModel`: one signature for every strategy.
 Registering a new one needs no edit anywhere else: decorate the class and import its module.
+Strategies that train subclass :class:`~promptkit.strategies.base.TrainedStrategy` and
+define only ``prepare``.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from promptkit._registry import add_to_registry
@@ -22,7 +26,16 @@ T = TypeVar("T", bound=type)
 class Strategy(Protocol):
     """What every registered strategy provides."""
 
-    def fit(self, model: Any, train: Any, unlabeled: Any = None) -> Any:
+    def fit(
+        self,
+        model: Any,
+        train: Any,
+        unlabeled: Any = None,
+        *,
+        dev: Any = None,
+        targets: Any = None,
+        resume_from: str | Path | None = None,
+    ) -> Any:
         """Train (or prepare) ``model`` on ``train`` and return it."""
 
 
@@ -32,13 +45,13 @@ def register(name: str) -> Callable[[T], T]:
     Example:
         >>> @register("do_nothing")  # doctest: +SKIP
         ... class DoNothing:
-        ...     def fit(self, model, train, unlabeled=None):
+        ...     def fit(self, model, train, unlabeled=None, *, dev=None, targets=None, resume_from=None):
         ...         return model
     """
 
     def decorate(cls: T) -> T:
         if not callable(getattr(cls, "fit", None)):
-            raise StrategyError(f"strategy {name!r} ({cls.__name__}) has no fit(model, train, unlabeled=None) method")
+            raise StrategyError(f"strategy {name!r} ({cls.__name__}) has no fit(model, train, unlabeled=None, ...)")
         add_to_registry(_STRATEGIES, name, cls, "strategy", StrategyError)
         cls.name = name
         return cls

@@ -10,30 +10,24 @@ kilobytes plus a reference to its backbone.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from promptkit.errors import DataError, TemplateError
-from promptkit.examples import as_examples
+from promptkit.errors import StrategyError, TemplateError, check_choice
+from promptkit.losses import Loss
 from promptkit.model import PromptModel
 from promptkit.prompt_encoders import ENCODERS
 from promptkit.soft_verbalizer import SoftVerbalizer
-from promptkit.strategies.registry import StrategyError, register
+from promptkit.strategies.base import TrainedStrategy
+from promptkit.strategies.registry import register
 from promptkit.template import Template
-from promptkit.train import train as train_model
-from promptkit.train_config import TrainConfig, TrainResult
+from promptkit.train_config import TrainConfig
 
 Encoder = Literal["none", "lstm", "mlp"]
 Init = Literal["vocab", "random"]
 DEFAULT_LEARNING_RATE = 3e-2  # soft prompts need far higher rates than fine-tuning (Lester et al. used 0.3)
 EXAMPLE_TEMPLATE = "{{ soft(20) }} {{ text }} It was {{ mask }}"
-
-
-def _check(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise StrategyError(f"invalid soft_prompt {name}={value!r}; valid are {list(valid)}")
 
 
 def soft_slot_count(template: Template, example: Mapping[str, Any]) -> int:
@@ -85,12 +79,12 @@ def initial_vectors(model: PromptModel, n_tokens: int, init: Init, init_words: s
 
 
 @register("soft_prompt")
-class SoftPrompt:
+class SoftPrompt(TrainedStrategy):
     """Train continuous prompt vectors at the template's ``{{ soft(n) }}`` slots; the backbone stays frozen.
 
     Args:
-        config: a :class:`~promptkit.train.TrainConfig` or a mapping of its fields; a mapping
-            (or None) without ``learning_rate`` gets 3e-2.
+        config: a :class:`~promptkit.train_config.TrainConfig` or a mapping of its fields;
+            learning rate 3e-2 unless it sets one.
         encoder: ``"none"`` (prompt tuning), ``"lstm"`` (P-tuning: bi-LSTM + MLP) or
             ``"mlp"`` (P-tuning with a residual MLP).
         init: ``"vocab"`` starts from embeddings of vocabulary tokens (random ones drawn with
@@ -101,6 +95,7 @@ class SoftPrompt:
         soft_verbalizer: also train label vectors in place of the label words' output
             embeddings (WARP-style :class:`~promptkit.soft_verbalizer.SoftVerbalizer`,
             started from the words' embeddings).
+        loss: the training loss (:mod:`promptkit.losses`); None is cross-entropy.
 
     Example:
         >>> template = Template("{{ soft(20) }} {{ text }} It was {{ mask }}")  # doctest: +SKIP
@@ -110,6 +105,8 @@ class SoftPrompt:
         >>> model.save_pretrained("sst2-soft", include_backbone=False)  # doctest: +SKIP
     """
 
+    default_learning_rate = DEFAULT_LEARNING_RATE
+
     def __init__(
         self,
         config: TrainConfig | Mapping[str, Any] | None = None,
@@ -118,21 +115,15 @@ class SoftPrompt:
         init_words: str | None = None,
         seed: int = 0,
         soft_verbalizer: bool = False,
+        loss: Loss | None = None,
     ) -> None:
-        _check("encoder", encoder, tuple(ENCODERS))
-        _check("init", init, ("vocab", "random"))
+        check_choice("soft_prompt encoder", encoder, tuple(ENCODERS), StrategyError)
+        check_choice("soft_prompt init", init, ("vocab", "random"), StrategyError)
         if init_words is not None and init != "vocab":
             raise StrategyError(f"init_words={init_words!r} needs init='vocab', got init={init!r}")
-        self.config = TrainConfig.coerce(config, learning_rate=DEFAULT_LEARNING_RATE)
+        super().__init__(config, loss)
         self.encoder, self.init, self.init_words, self.seed = encoder, init, init_words, seed
         self.soft_verbalizer = soft_verbalizer
-        self.result_: TrainResult | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"SoftPrompt(config={self.config!r}, encoder={self.encoder!r}, init={self.init!r}, "
-            f"init_words={self.init_words!r}, seed={self.seed}, soft_verbalizer={self.soft_verbalizer})"
-        )
 
     def build(self, model: PromptModel, n_tokens: int) -> torch.nn.Module:
         """A new, seeded slot-vector module of ``n_tokens`` x the backbone's embedding size."""
@@ -144,23 +135,12 @@ class SoftPrompt:
             module.prompt.copy_(initial_vectors(model, n_tokens, self.init, self.init_words, self.seed))
         return module.to(model.device)
 
-    def fit(
-        self,
-        model: PromptModel,
-        train: Any,
-        unlabeled: Any = None,
-        *,
-        dev: Any = None,
-        resume_from: str | Path | None = None,
-    ) -> PromptModel:
-        """Freeze the backbone, place new slot vectors, train them; ``unlabeled`` only refits a batch prior."""
-        rows = as_examples(train)
-        if not rows:
-            raise DataError("cannot train on an empty training set; pass at least one labelled example")
+    def prepare(self, model: PromptModel, rows: list[dict[str, Any]]) -> None:
+        """Freeze the backbone; attach new slot vectors (and a soft verbalizer if asked)."""
         n_tokens = soft_slot_count(model.template, rows[0])
         model.backbone.requires_grad_(False)
-        model.slot_embeddings = self.build(model, n_tokens)
-        model.label_head = SoftVerbalizer.from_model(model) if self.soft_verbalizer else None
-        self.result_ = train_model(model, rows, self.config, dev=dev, resume_from=resume_from)
-        model.refit_calibration(unlabeled)
-        return model
+        model.attach(self.build(model, n_tokens))
+        if self.soft_verbalizer:
+            model.attach(SoftVerbalizer.from_model(model))
+        else:
+            model.detach(SoftVerbalizer.role)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from promptkit.errors import PromptkitError
+from promptkit.errors import DataError, StrategyError, check_choice
 from promptkit.examples import as_examples
-from promptkit.model import Calibration, PromptModel
+from promptkit.model import CALIBRATIONS, Calibration, PromptModel
+from promptkit.strategies.base import StrategyBase
 from promptkit.strategies.registry import register
-
-_CHOICES = ("none", "content_free", "batch")
 
 
 @register("zero_shot")
-class ZeroShot:
+class ZeroShot(StrategyBase):
     """Use the pretrained LM as it is; fit calibration if the model (or ``calibrate``) asks for it.
 
     Args:
@@ -25,15 +25,25 @@ class ZeroShot:
     """
 
     def __init__(self, calibrate: Calibration | None = None) -> None:
-        if calibrate is not None and calibrate not in _CHOICES:
-            raise PromptkitError(f"invalid calibrate={calibrate!r}; valid are {list(_CHOICES)}")
+        if calibrate is not None:
+            check_choice("calibrate", calibrate, CALIBRATIONS, StrategyError)
         self.calibrate = calibrate
 
-    def __repr__(self) -> str:
-        return f"ZeroShot(calibrate={self.calibrate!r})"
+    def fit(
+        self,
+        model: PromptModel,
+        train: Any = None,
+        unlabeled: Any = None,
+        *,
+        dev: Any = None,
+        targets: Any = None,
+        resume_from: str | Path | None = None,
+    ) -> PromptModel:
+        """Return ``model`` with its calibration prior fitted (nothing else changes).
 
-    def fit(self, model: PromptModel, train: Any = None, unlabeled: Any = None) -> PromptModel:
-        """Return ``model`` with its calibration prior fitted (nothing else changes)."""
+        The one strategy signature; ``dev``, ``targets`` and ``resume_from`` have nothing to
+        act on without training and are accepted so every strategy can be called alike.
+        """
         if self.calibrate is not None:
             model.calibrate = self.calibrate
         if model.calibrate == "content_free":
@@ -41,6 +51,6 @@ class ZeroShot:
         elif model.calibrate == "batch":
             inputs = unlabeled if unlabeled is not None else train
             if inputs is None or not as_examples(inputs):
-                raise PromptkitError("calibrate='batch' needs examples: pass unlabeled=... (or training inputs)")
+                raise DataError("calibrate='batch' needs examples: pass unlabeled=... (or training inputs)")
             model.fit_calibration(inputs)
         return model
