@@ -1,7 +1,8 @@
 """The one training loop every strategy uses.
 
 :func:`train` optimises a :class:`~promptkit.model.PromptModel`'s trainable parameters
-with cross-entropy between its label distribution and hard labels or soft targets.
+with a :class:`~promptkit.losses.Loss` between its label distribution and hard labels or
+soft targets: cross-entropy by default, or distillation, or PET's auxiliary LM term.
 Built on Hugging Face accelerate: device placement, mixed precision, and multi-process
 data parallelism when started with ``accelerate launch``.
 
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from promptkit import checkpoint
 from promptkit.errors import ConfigError, DataError
 from promptkit.examples import as_examples, labels_of
+from promptkit.losses import CrossEntropy, Loss
 from promptkit.model import PromptModel
 from promptkit.template import render_all
 from promptkit.train_config import TrainConfig, TrainResult
@@ -47,6 +49,7 @@ def train(
     targets: Any = None,
     dev: Any = None,
     resume_from: str | Path | None = None,
+    loss: Loss | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``examples``.
 
@@ -58,6 +61,8 @@ def train(
             distributions ``[N, n_labels]`` in ``verbalizer.labels`` order.
         dev: labelled examples to evaluate on; the best weights on it are kept at the end.
         resume_from: a checkpoint folder, or an ``output_dir`` (its newest checkpoint).
+        loss: what to minimise (:mod:`promptkit.losses`); :class:`CrossEntropy` if None.
+            Its ``config()`` is part of the checkpoint manifest.
 
     Returns:
         A :class:`TrainResult`; the model ends in eval mode with the final (or best-on-dev) weights.
@@ -77,8 +82,10 @@ def train(
         logger.warning("TrainConfig.patience=%s has no effect without a dev set", config.patience)
     prompts = render_all(model.template, rows)
     manifest = checkpoint.run_manifest(model, prompts, target)
+    loss = _check_loss(loss)
+    manifest["loss"] = loss.config()
     set_seed(config.seed)
-    run = _Run(model, prompts, target, dev_rows, config, manifest)
+    run = _Run(model, prompts, target, dev_rows, config, manifest, loss)
     return run.run(resume_from)
 
 
@@ -99,6 +106,17 @@ def _targets(model: PromptModel, rows: list[dict], targets: Any, label_key: str)
             raise DataError(f"got {len(targets)} targets for {len(rows)} examples; pass one per example")
         index = labels_of([{label_key: t} for t in targets], model.verbalizer, label_key)
     return torch.nn.functional.one_hot(torch.tensor(index), n_labels).float()
+
+
+def _check_loss(loss: Loss | None) -> Loss:
+    if loss is None:
+        return CrossEntropy()
+    if not isinstance(loss, Loss):
+        raise ConfigError(
+            f"loss={loss!r} is invalid: expected a promptkit.losses.Loss (__call__, auxiliary, config), "
+            "e.g. CrossEntropy(), Distillation() or AuxiliaryLM(unlabeled)"
+        )
+    return loss
 
 
 def _check_dev(model: PromptModel, dev: Any, label_key: str, trained: set[int]) -> list[dict] | None:
@@ -137,9 +155,9 @@ def _cpu_processes() -> bool:
 class _Run:
     """One call of :func:`train`: accelerator, optimizer, schedule and loop position."""
 
-    def __init__(self, model, prompts, target, dev, config: TrainConfig, manifest: dict) -> None:
+    def __init__(self, model, prompts, target, dev, config: TrainConfig, manifest: dict, loss: Loss) -> None:
         self.model, self.prompts, self.target, self.dev, self.config = model, prompts, target, dev, config
-        self.manifest = manifest
+        self.manifest, self.loss = manifest, loss
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError("the model has no trainable parameters (requires_grad is False everywhere)")
@@ -258,7 +276,10 @@ class _Run:
             raise type(err)(f"{err}\n{hint}") from err
 
     def _update(self, update: list[list[int]]) -> float:
-        """One optimizer step over ``update``'s forward batches; returns the mean loss."""
+        """One optimizer step over ``update``'s forward batches; returns the mean loss.
+
+        The loss's auxiliary term (if any) joins the last forward batch's loss, once per step.
+        """
         acc = self.accelerator
         world, rank = acc.num_processes, acc.process_index
         n_rows = sum(len(batch) for batch in update)
@@ -271,7 +292,16 @@ class _Run:
             sync = contextlib.nullcontext() if k == len(update) - 1 else acc.no_sync(self.wrapped)
             with sync:
                 log_probs = self.wrapped(batch).float().log_softmax(-1)  # [b, n_labels]
-                loss = -(self.target[local].to(log_probs.device) * log_probs).sum() * weight
+                per_example = self.loss(log_probs, self.target[local].to(log_probs.device))
+                if per_example.shape != log_probs.shape[:1]:
+                    raise ConfigError(
+                        f"loss={type(self.loss).__name__} returned shape {list(per_example.shape)}; a Loss "
+                        f"returns one value per example, shape {list(log_probs.shape[:1])}"
+                    )
+                loss = per_example.sum() * weight
+                if k == len(update) - 1:
+                    extra = self.loss.auxiliary(self.model, self.loop["step"])
+                    loss = loss if extra is None else loss + extra
                 acc.backward(loss)
             total += loss.item()
         if self.config.max_grad_norm is not None:
