@@ -12,7 +12,7 @@ import copy
 import inspect
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +26,7 @@ from promptkit.cloze import ClozeBatch, ClozeEncoder
 from promptkit.errors import ConfigError, DataError, check_choice, did_you_mean
 from promptkit.examples import as_examples, labels_of
 from promptkit.label_words import LabelWordTable
+from promptkit.model_options import as_kind, check_int, checked_head, checked_max_length
 from promptkit.scoring import (
     Combine,
     calibrated,
@@ -42,14 +43,13 @@ logger = logging.getLogger(__name__)
 Calibration = Literal["none", "content_free", "batch"]
 CALIBRATIONS = ("none", "content_free", "batch")
 CONTENT_FREE = ("N/A", "", "[MASK]")
-DEFAULT_MAX_LENGTH = 512
 MIN_BATCH_PRIOR = 16  # fewest inputs a batch-calibration prior is estimated on without a fitted prior
 _PROGRESS_FROM = 256  # show a progress bar from this many examples on
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if type(value) is not int or value < low:
-        raise ConfigError(f"PromptModel {name}={value!r} is invalid: expected an int >= {low}, e.g. {max(low, 32)}")
+def _derived(index: int, check: Callable[[Any, Any], Any]) -> property:
+    """A property over ``PromptModel._prompt[index]`` whose assignment is checked, then rebuilds derived state."""
+    return property(lambda self: self._prompt[index], lambda self, value: self._replace(index, check(self, value)))
 
 
 class PromptModel(torch.nn.Module):
@@ -104,16 +104,16 @@ class PromptModel(torch.nn.Module):
             raise ConfigError(f"verbalizer must be a promptkit Verbalizer, got {type(verbalizer).__name__}")
         check_choice("calibrate", calibrate, CALIBRATIONS)
         check_choice("combine", combine, ("logsumexp", "mean"))
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
         self.backbone = backbone
-        self._head = _checked_head(backbone, head)
+        self._head = checked_head(backbone, head)
         self.calibrate = calibrate
         self.combine = combine
         self.batch_size = batch_size
         self.name_or_path = name_or_path
         self.addons = torch.nn.ModuleDict()
         self.calibration_: torch.Tensor | None = None
-        self._prompt = (tokenizer, template, verbalizer, _checked_max_length(backbone, max_length))
+        self._prompt = (tokenizer, template, verbalizer, checked_max_length(backbone, max_length))
         self._rebuild()
 
     @classmethod
@@ -180,12 +180,10 @@ class PromptModel(torch.nn.Module):
             self._rebuild()
             raise
 
-    tokenizer = property(lambda self: self._prompt[0], lambda self, value: self._replace(0, value))
-    template = property(lambda self: self._prompt[1], lambda self, value: self._replace(1, _as(value, Template)))
-    verbalizer = property(lambda self: self._prompt[2], lambda self, value: self._replace(2, _as(value, Verbalizer)))
-    max_length = property(
-        lambda self: self._prompt[3], lambda self, value: self._replace(3, _checked_max_length(self.backbone, value))
-    )
+    tokenizer = _derived(0, lambda model, value: value)
+    template = _derived(1, lambda model, value: as_kind(value, Template))
+    verbalizer = _derived(2, lambda model, value: as_kind(value, Verbalizer))
+    max_length = _derived(3, lambda model, value: checked_max_length(model.backbone, value))
 
     @property
     def head(self) -> HeadKind:
@@ -382,37 +380,3 @@ class PromptModel(torch.nn.Module):
     def save_pretrained(self, directory: str, *, include_backbone: bool = True) -> None:
         """Save template, verbalizer, options, calibration, add-ons and (by default) the backbone."""
         persistence.save(self, directory, include_backbone=include_backbone)
-
-
-def _as(value: Any, kind: type) -> Any:
-    if not isinstance(value, kind):
-        raise ConfigError(f"expected a promptkit {kind.__name__}, got {type(value).__name__}")
-    return value
-
-
-def _checked_head(backbone: torch.nn.Module, head: Any) -> HeadKind:
-    actual = "causal" if backbone.can_generate() else "mlm"
-    if head is None:
-        return actual
-    check_choice("head", head, ("mlm", "causal"))
-    if head != actual:
-        raise ConfigError(
-            f"head={head!r} does not match the backbone: {type(backbone).__name__} is a "
-            f"{'causal' if actual == 'causal' else 'masked'} LM (head={actual!r}); leave head=None to detect it"
-        )
-    return head
-
-
-def _checked_max_length(backbone: torch.nn.Module, max_length: Any) -> int:
-    config = backbone.config.get_text_config() if hasattr(backbone.config, "get_text_config") else backbone.config
-    limit = getattr(config, "max_position_embeddings", None)
-    limit = limit if isinstance(limit, int) and limit > 0 else None
-    if max_length is None:
-        return min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
-    _check_int("max_length", max_length, 8)
-    if limit is not None and max_length > limit:
-        raise ConfigError(
-            f"PromptModel max_length={max_length} exceeds the backbone's {limit} positions "
-            f"(config.max_position_embeddings); use max_length <= {limit}"
-        )
-    return max_length

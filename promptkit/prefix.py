@@ -22,7 +22,7 @@ import torch
 from transformers import DynamicCache
 
 from promptkit.addons import AddOn, register_addon
-from promptkit.errors import BackboneError
+from promptkit.errors import BackboneError, ConfigError
 
 
 def prefix_shape(backbone: torch.nn.Module) -> dict[str, int]:
@@ -88,7 +88,7 @@ class PrefixTuning(AddOn):
         more stably than random ones: they begin on the scale the layers expect.
         """
         if len(token_ids) != self.n_tokens:
-            raise ValueError(f"need {self.n_tokens} token ids to start the prefix from, got {len(token_ids)}")
+            raise ConfigError(f"need {self.n_tokens} token ids to start the prefix from, got {len(token_ids)}")
         cache = DynamicCache(config=backbone.config)
         ids = torch.tensor([token_ids], device=next(backbone.parameters()).device)
         backbone(input_ids=ids, use_cache=True, **{cache_argument(backbone): cache})
