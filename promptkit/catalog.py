@@ -72,13 +72,22 @@ def read_templates(path: str | Path) -> dict[str, Template]:
     task = data.get("task", Path(path).stem)
     out = {}
     for name, entry in entries.items():
-        if not isinstance(entry, dict) or "text" not in entry or set(entry) - _TEMPLATE_KEYS:
+        if not isinstance(entry, dict) or "text" not in entry:
             raise CatalogError(
                 f"{path}: template {name!r} must be a mapping with 'text' and optionally "
                 f"{sorted(_TEMPLATE_KEYS - {'text'})}; got {entry!r}"
             )
+        for key in entry:
+            if key not in _TEMPLATE_KEYS:
+                raise CatalogError(
+                    f"{path}: template {name!r} has an unknown key {key!r}."
+                    f"{did_you_mean(key, sorted(_TEMPLATE_KEYS))} Valid keys: {sorted(_TEMPLATE_KEYS)}"
+                )
         if not isinstance(entry.get("chat", False), bool):
-            raise CatalogError(f"{path}: template {name!r} has chat: {entry['chat']!r}; write true or false")
+            raise CatalogError(
+                f"{path}: template {name!r} has chat: {entry['chat']!r} ({type(entry['chat']).__name__}); "
+                "write chat: true or chat: false, unquoted"
+            )
         try:
             template = Template(
                 entry["text"],

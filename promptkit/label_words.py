@@ -4,10 +4,18 @@ BPE tokenizers spell a word differently after a space (``" great"`` -> ``Ġgreat
 at the start of a line (``"great"``). Rather than guessing each tokenizer's convention,
 a word is tokenized *in context*, after a short fixed text ending the way the prompt
 does, and the tokens that start at or after the word are kept (offsets tell which).
+
+Label words are checked against the tokenizer when their ids are first needed. Two words
+of *different* labels that become the same tokens (``"good"``/``"Good"`` under a
+lower-casing tokenizer) would make the model's scores for those labels identical, so that
+is a :class:`~promptkit.errors.VerbalizerError`. Two words of the *same* label that become
+the same tokens are kept (the ids and class order stay as the verbalizer gives them), but
+that word then counts twice in the label's score, so promptkit warns (``UserWarning``).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from promptkit.errors import VerbalizerError
@@ -40,15 +48,23 @@ class LabelWordTable:
     words: tuple[str, ...] = field(init=False)
     word_label: tuple[int, ...] = field(init=False)
     _ids: dict[bool, tuple[tuple[int, ...], ...]] = field(init=False, default_factory=dict, repr=False)
+    _warned: set[tuple[str, str]] = field(init=False, default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         self.words = tuple(w for words in self.verbalizer.words for w in words)
         self.word_label = tuple(i for i, words in enumerate(self.verbalizer.words) for _ in words)
 
     def ids(self, space: bool) -> tuple[tuple[int, ...], ...]:
-        """Token ids of every word, spelled after a space or not; validated once, then cached."""
+        """Token ids of every word, spelled after a space or not; validated once, then cached.
+
+        Raises:
+            VerbalizerError: a word cannot be tokenized, or two words of different labels
+                are the same tokens.
+        """
         if space not in self._ids:
-            self._ids[space] = tuple(self._checked(word, space) for word in self.words)
+            ids = tuple(self._checked(word, space) for word in self.words)
+            self._check_collisions(ids, space)
+            self._ids[space] = ids
         return self._ids[space]
 
     def max_tokens(self) -> int:
@@ -64,3 +80,40 @@ class LabelWordTable:
                 f"label word {word!r} cannot be represented by this tokenizer (tokens {tokens}); choose another word"
             )
         return ids
+
+    def _check_collisions(self, ids: tuple[tuple[int, ...], ...], space: bool) -> None:
+        """Refuse words of different labels with the same tokens; warn about same-label twins."""
+        labels = self.verbalizer.labels
+        spelled = "after a space" if space else "at the start of a line"
+        first_with: dict[tuple[int, ...], int] = {}
+        for w, word_ids in enumerate(ids):
+            first = first_with.setdefault(word_ids, w)
+            if first == w:
+                continue
+            a, b = self.words[first], self.words[w]
+            label_a, label_b = self.word_label[first], self.word_label[w]
+            tokens = self.tokenizer.convert_ids_to_tokens(list(word_ids))
+            if label_a == label_b:
+                if (a, b) in self._warned:
+                    continue
+                self._warned.add((a, b))
+                warnings.warn(
+                    f"verbalizer {self.verbalizer.name!r}: label {labels[label_a]!r} lists {a!r} and {b!r}, which "
+                    f"this tokenizer turns into the same tokens {tokens} (spelled {spelled}), so that word counts "
+                    "twice in the label's score; drop one of them",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                continue
+            token_sets = [{ids[i] for i, lab in enumerate(self.word_label) if lab == x} for x in (label_a, label_b)]
+            tie = (
+                "; the two labels have exactly the same tokens, so they always tie"
+                if token_sets[0] == token_sets[1]
+                else ""
+            )
+            raise VerbalizerError(
+                f"verbalizer {self.verbalizer.name!r}: label word {a!r} (label {labels[label_a]!r}) and label word "
+                f"{b!r} (label {labels[label_b]!r}) are the same tokens {tokens} for this tokenizer (spelled "
+                f"{spelled}), so the model cannot tell these labels apart{tie}. The tokenizer probably lower-cases "
+                "or normalizes its input; choose label words that stay distinct under it"
+            )

@@ -3,23 +3,38 @@
 Like templates, verbalizers are plain data. The order of the labels defines the class
 indices of every score matrix promptkit returns. Labels keep the type the data has
 (``0``/``1``, ``"entailment"``, ``True``); words are strings.
+
+:meth:`Verbalizer.to_dict` keeps the labels' own types and order. YAML keeps both when
+written with ``yaml.safe_dump(data, sort_keys=False)`` (the default ``sort_keys=True``
+would reorder the classes). JSON does not keep label types: its object keys are always
+strings, so ``{0: ..., 1: ...}`` comes back as ``{"0": ..., "1": ...}``, and
+:meth:`Verbalizer.from_dict` builds what it is given, a verbalizer with the *str* labels
+``"0"``/``"1"``. That verbalizer is not equal to the original, and looking up an int label
+in it raises a :class:`VerbalizerError` that points out the int/str mix-up; store
+verbalizers as YAML, or convert the keys back, to keep int or bool labels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 from promptkit.errors import VerbalizerError, did_you_mean
 
 Label = Union[int, str, bool]
+_FIELDS = ("name", "label_words")
 
 
 def _check_words(label: Label, words: object) -> tuple[str, ...]:
     if isinstance(words, str):
         words = (words,)
-    if not isinstance(words, Sequence) or len(words) == 0:
+    if not isinstance(words, Sequence):
+        raise VerbalizerError(
+            f"label {label!r}: label words must be a list of str, got {words!r} ({type(words).__name__}); "
+            "give it a list like ['great']"
+        )
+    if len(words) == 0:
         raise VerbalizerError(f"label {label!r} has no label words ({words!r}); give it a list like ['great']")
     checked = []
     for word in words:
@@ -59,6 +74,11 @@ class Verbalizer:
     _items: tuple[tuple[Label, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise VerbalizerError(
+                f"verbalizer name must be a str, got {self.name!r} ({type(self.name).__name__}); "
+                "pass e.g. name='sst2/great_terrible'"
+            )
         if not isinstance(self.label_words, Mapping) or not self.label_words:
             raise VerbalizerError(
                 f"verbalizer {self.name!r} has no labels ({self.label_words!r}); "
@@ -68,7 +88,10 @@ class Verbalizer:
         owner: dict[str, Label] = {}
         for label, words in self.label_words.items():
             if not isinstance(label, (int, str)):
-                raise VerbalizerError(f"label {label!r} is a {type(label).__name__}; labels must be int, str or bool")
+                raise VerbalizerError(
+                    f"verbalizer {self.name!r}: label {label!r} is a {type(label).__name__}; labels must be int, "
+                    "str or bool (the type the data's labels have)"
+                )
             checked = _check_words(label, words)
             for word in checked:
                 if word in owner and owner[word] != label:
@@ -109,6 +132,45 @@ class Verbalizer:
                 f"label is a {type(label).__name__}; convert the labels."
             )
         raise VerbalizerError(f"label {label!r} is not one of the verbalizer's labels {list(self.labels)}.{hint}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data ``{"name": ..., "label_words": {label: [word, ...]}}``, labels in class
+        order and of their own type; :meth:`from_dict` inverts it. See the module docstring
+        for what YAML and JSON keep (dump YAML with ``sort_keys=False``).
+
+        Example:
+            >>> Verbalizer({0: ["bad"], 1: ["good"]}, name="v").to_dict()
+            {'name': 'v', 'label_words': {0: ['bad'], 1: ['good']}}
+        """
+        return {"name": self.name, "label_words": {label: list(words) for label, words in self._items}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Verbalizer:
+        """Build a verbalizer from :meth:`to_dict` data (``name`` is optional).
+
+        Labels are taken as they are: string keys from JSON (``"0"``) stay strings.
+
+        Raises:
+            VerbalizerError: ``data`` is not a mapping, lacks ``label_words``, or has an unknown
+                key (the message names the closest valid one).
+        """
+        if not isinstance(data, Mapping):
+            raise VerbalizerError(
+                f"verbalizer data must be a mapping with keys {list(_FIELDS)}, got {type(data).__name__}: "
+                f"{str(data)[:200]}"
+            )
+        for key in data:
+            if key not in _FIELDS:
+                raise VerbalizerError(
+                    f"verbalizer data has an unknown key {key!r}.{did_you_mean(key, _FIELDS)} "
+                    f"Valid keys: {list(_FIELDS)}"
+                )
+        if "label_words" not in data:
+            raise VerbalizerError(
+                f"verbalizer data has no 'label_words' (keys: {sorted(map(str, data))}); "
+                "add e.g. label_words: {0: [terrible], 1: [great]}"
+            )
+        return cls(**data)
 
     def __repr__(self) -> str:
         name = f"name={self.name!r}, " if self.name else ""

@@ -99,3 +99,14 @@ def test_any_input_text_round_trips(value):
 def test_strip_punct_matches_pet():
     t = Template("{{ h | strip_punct }}? {{ mask }}")
     assert t.render({"h": 'He said "no."'}).to_text() == 'He said "no? [MASK]'
+
+
+def test_variables_are_example_fields_only():
+    t = Template("{{ soft(2) }}{% set r %}{{ text }}{% endset %}{% for i in range(2) %}{{ r }}{% endfor %} {{ mask }}")
+    assert t.variables == frozenset({"text"})
+    assert t.render({"text": "x"}).to_text() == "<soft*2>xx [MASK]"
+
+
+def test_filter_block_output_is_one_input_segment():
+    prompt = Template("{% filter upper %}Q: {{ text }}{% endfilter %} {{ mask }}").render({"text": "why"})
+    assert [(s.kind, s.text) for s in prompt.segments] == [("input", "Q: WHY"), ("text", " "), ("mask", "")]
