@@ -163,6 +163,7 @@ class PromptModel(torch.nn.Module):
         """Recompute everything derived from tokenizer, template, verbalizer and max_length."""
         tokenizer, template, verbalizer, max_length = self._prompt
         self.table = LabelWordTable(verbalizer, tokenizer)
+        self.table.max_tokens()  # tokenizes every word now: a word no label can be told apart by fails here
         self.encoder = ClozeEncoder(tokenizer, self.head, self.table, max_length)
         word_label = torch.tensor(self.table.word_label, device=self.device)
         self.register_buffer("word_label", word_label, persistent=False)
