@@ -32,7 +32,8 @@ Limits
 ------
 A template from someone else cannot hang or exhaust the process: rendering is bounded,
 and every limit that is hit raises a :class:`TemplateError` naming the template and the
-limit. The limits are module constants (raise them only for templates you trust):
+limit. The limits are constants of :mod:`promptkit.template_limits` (raise them there, e.g.
+``promptkit.template_limits.MAX_STEPS = 10**6``, only for templates you trust):
 
 * ``MAX_LENGTH`` (1,000,000): characters of the whole rendered prompt, and characters or
   items of any string or list a template builds (``*``, ``+``, ``%``, ``~``, ``.format``,
@@ -62,7 +63,6 @@ from __future__ import annotations
 import html
 import math
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,7 +79,7 @@ from promptkit.template_checks import _check_arguments, _check_tree
 from promptkit.template_filters import lower_first as lower_first
 from promptkit.template_filters import strip_punct as strip_punct
 from promptkit.template_filters import upper_first as upper_first
-from promptkit.template_limits import _RENDER, _ForwardsLimits, _Render
+from promptkit.template_limits import _RENDER, _Render
 from promptkit.template_rewrite import _rewrite
 from promptkit.template_sandbox import _ENV, _MASK, _PUBLIC_FILTERS, MASK_VARIABLE
 
@@ -330,6 +330,3 @@ def render_all(template: Template, examples: list[Mapping[str, Any]]) -> list[Pr
             raise TemplateError(f"row {row}: {err}") from None
     return prompts
 
-
-# The MAX_* limits live in template_limits; promptkit.template.MAX_LENGTH = ... still raises them.
-sys.modules[__name__].__class__ = _ForwardsLimits

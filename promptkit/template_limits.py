@@ -36,27 +36,6 @@ MAX_RANGE = 10_000
 MAX_STEPS = 100_000
 MAX_DEPTH = 32
 MAX_SECONDS = 1.0
-_LIMITS = frozenset({"MAX_LENGTH", "MAX_INT_BITS", "MAX_RANGE", "MAX_STEPS", "MAX_DEPTH", "MAX_SECONDS"})
-
-
-class _ForwardsLimits(types.ModuleType):
-    """A module whose ``MAX_*`` attributes are this module's. :mod:`promptkit.template` is given
-    this type, so reading or setting ``promptkit.template.MAX_LENGTH`` (and the other limits),
-    as its docstring invites, reads or sets the one value every check uses."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _LIMITS:
-            return globals()[name]
-        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LIMITS:
-            globals()[name] = value
-        else:
-            super().__setattr__(name, value)
-
-    def __dir__(self) -> list[str]:
-        return sorted({*super().__dir__(), *_LIMITS})
 
 
 class _Render:

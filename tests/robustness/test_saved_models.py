@@ -1,4 +1,4 @@
-"""Saved models that are damaged, hand-edited, pickled, moved or misnamed: a clear error naming the file, never a guess."""
+"""Damaged, hand-edited, pickled, moved or misnamed saved models: a clear error naming the file, never a guess."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import yaml
 from promptkit import Template, TemplateError
 from promptkit.catalog import read_templates
 from promptkit.errors import CatalogError
-from promptkit.template import MAX_LENGTH
+from promptkit.template_limits import MAX_LENGTH
 
 NAME = "hostile"
 
