@@ -1,8 +1,12 @@
-"""Turn rendered prompts into model inputs: the one place where text meets a tokenizer.
+"""Turn rendered prompts into model inputs: layout and truncation.
 
-Each prompt is tokenized as one whole string (BPE sees the real context); character
-offsets map tokens back to the prompt's segments. Over-long prompts lose tokens from
-the longest *input* span only, never from template text, the mask or special tokens.
+Each prompt is laid out as one string around its mask and tokenized whole (BPE sees the
+real context); character offsets map tokens back to the prompt's segments. Over-long
+prompts lose tokens from the longest *input* span only, never from template text, the
+mask or special tokens. Example text (input spans) is always read as plain text: a
+``"[MASK]"`` or ``"<|im_start|>"`` in the data is spelled out, never turned into the
+tokenizer's special token; special tokens written in the template text itself stay
+special (see :mod:`promptkit.cloze_rows`, which also builds the rows).
 
 The result is a :class:`ClozeBatch`: padded rows for the LM plus a *gather spec* saying
 which log-probabilities to add up into which (example, label word) cell. That one shape
@@ -22,7 +26,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from promptkit.backbones import HeadKind
-from promptkit.cloze_rows import Rows, slot_tokens
+from promptkit.cloze_rows import ROW_BUILDERS, Encoded, Laid, PromptTokenizer, Rows
 from promptkit.errors import EncodingError, TemplateError
 from promptkit.label_words import LabelWordTable
 from promptkit.template import Prompt, Segment
@@ -59,17 +63,6 @@ class ClozeBatch:
         """Move every tensor to ``device``."""
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
         return ClozeBatch(**moved)
-
-
-@dataclass(frozen=True)
-class _Laid:
-    """A prompt as strings for one tokenizer: ``prefix + <word> + suffix``."""
-
-    prefix: str
-    suffix: str
-    space: bool  # the word follows a space (moved from the prefix into the word for causal LMs)
-    prefix_slots: tuple[tuple[int, int], ...] = ()  # character spans of slot placeholders in prefix
-    suffix_slots: tuple[tuple[int, int], ...] = ()  # ... and in suffix
 
 
 def chat_wrapper(tokenizer) -> tuple[str, str]:
@@ -114,7 +107,7 @@ class ClozeEncoder:
         self.table = table
         self.max_length = max_length
         self._chat: tuple[str, str] | None = None
-        self._measured: tuple = (None, None, None)  # (text, chat, encoding) last measured by _fit
+        self._tokens = PromptTokenizer(tokenizer)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
         # Slot positions hold a special token (atomic under any tokenizer) until embeddings replace it.
@@ -133,7 +126,7 @@ class ClozeEncoder:
             segments = [Segment("text", self._chat[0]), *before, Segment("text", self._chat[1]), Segment("mask")]
         return segments
 
-    def _lay(self, segments: list[Segment], fill: str = "") -> tuple[_Laid, list[tuple[int, int, int]]]:
+    def _lay(self, segments: list[Segment], fill: str, prompt: Prompt) -> tuple[Laid, list[tuple[int, int, int]]]:
         """Join segments around the mask; also return ``(segment, start, end)`` of each input
         span in the string ``prefix + fill + suffix``."""
         m = next(i for i, s in enumerate(segments) if s.kind == "mask")
@@ -142,7 +135,9 @@ class ClozeEncoder:
         space = prefix.endswith(" ")
         if space and self.head == "causal":
             prefix = prefix[:-1]
-        spans, slots, pos = [], [], 0
+        spans, pos = [], 0
+        # Slot and input spans, relative to the prefix (before the mask) or to the suffix (after it).
+        found: dict[str, tuple[list, list]] = {"slot": ([], []), "input": ([], [])}
         for i, seg in enumerate(segments):
             if i == m:
                 pos = len(prefix) + len(fill)
@@ -150,29 +145,40 @@ class ClozeEncoder:
             end = min(pos + len(seg.text), len(prefix)) if i < m else pos + len(seg.text)
             if seg.kind == "input":
                 spans.append((i, pos, end))
-            elif seg.kind == "slot":
-                slots.append((pos, end) if i < m else (pos - len(prefix) - len(fill), end - len(prefix) - len(fill)))
+            if seg.kind in found and end > pos:
+                shift = 0 if i < m else len(prefix) + len(fill)
+                found[seg.kind][i > m].append((pos - shift, end - shift))
             pos += len(seg.text)
-        n_before = sum(1 for s in segments[:m] if s.kind == "slot")
-        return _Laid(prefix, suffix, space, tuple(slots[:n_before]), tuple(slots[n_before:])), spans
+        (slots_before, slots_after), (inputs_before, inputs_after) = found["slot"], found["input"]
+        laid = Laid(
+            prefix,
+            suffix,
+            space,
+            chat=prompt.chat,
+            n_slots=prompt.slot_size,
+            prefix_slots=tuple(slots_before),
+            suffix_slots=tuple(slots_after),
+            prefix_inputs=tuple(inputs_before),
+            suffix_inputs=tuple(inputs_after),
+        )
+        return laid, spans
 
     # ------------------------------------------------------------- truncation
-    def _fit(self, prompt: Prompt) -> _Laid:
-        """Lay out a prompt, cutting its longest input spans until it fits ``max_length``."""
+    def _fit(self, prompt: Prompt) -> tuple[Laid, Encoded]:
+        """Lay out a prompt, cutting its longest input spans until it fits ``max_length``; return
+        the layout and the encoding it was measured by (masks in the middle for MLM, nothing for causal)."""
         segments = self._segments(prompt)
         # Room for the label word: masks in the measured text (MLM), or tokens kept free (causal).
         n_masks = self.table.max_tokens() if self.head == "mlm" else 0
         reserve = 0 if self.head == "mlm" else self.table.max_tokens()
         fill = (self.tokenizer.mask_token or "") * n_masks
         for _ in range(8):
-            laid, spans = self._lay(segments, fill)
-            text = laid.prefix + fill + laid.suffix
-            enc = self.tokenizer(text, add_special_tokens=not prompt.chat, return_offsets_mapping=True)
-            self._measured = (text, prompt.chat, enc)  # usually the very string a row is built from
-            excess = len(enc["input_ids"]) + reserve - self.max_length
+            laid, spans = self._lay(segments, fill, prompt)
+            measured = self._tokens(laid.text(fill), laid.inputs(len(fill)), special=not prompt.chat)
+            excess = len(measured.ids) + reserve - self.max_length
             if excess <= 0:
-                return laid
-            segments = self._cut(segments, spans, enc["offset_mapping"], excess)
+                return laid, measured
+            segments = self._cut(segments, spans, measured.offsets, excess)
         raise EncodingError(f"could not truncate the prompt to max_length={self.max_length} tokens")
 
     def _cut(self, segments, spans, offsets, excess) -> list[Segment]:
@@ -199,69 +205,9 @@ class ClozeEncoder:
     def encode(self, prompts: list[Prompt]) -> ClozeBatch:
         """Encode prompts into one :class:`ClozeBatch`."""
         rows = Rows(len(self.table.words))
-        build = self._rows_mlm if self.head == "mlm" else self._rows_causal
+        build = ROW_BUILDERS[self.head]
         for b, prompt in enumerate(prompts):
             rows.start_example()
-            build(b, self._fit(prompt), prompt.chat, prompt.slot_size, rows)
+            laid, measured = self._fit(prompt)
+            build(self._tokens, self.table, laid, measured, b, rows)
         return ClozeBatch(**rows.pad(self.pad_id, len(prompts)))
-
-    def _tokenize(self, text: str, chat: bool, lay: _Laid, middle: int, n_slots: int) -> tuple[list[int], list[int]]:
-        """Token ids of ``text`` (= prefix + ``middle`` chars + suffix) and its slot token indices."""
-        if self._measured[:2] == (text, chat):
-            enc = self._measured[2]  # tokenized while fitting the prompt; do not tokenize it twice
-        else:
-            enc = self.tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=n_slots > 0)
-        if not n_slots:
-            return enc["input_ids"], []
-        shift = len(lay.prefix) + middle
-        spans = [*lay.prefix_slots, *((a + shift, b + shift) for a, b in lay.suffix_slots)]
-        slots = slot_tokens(enc["offset_mapping"], spans)
-        if len(slots) != n_slots:
-            raise EncodingError(f"expected {n_slots} slot tokens in the encoded prompt, found {len(slots)}")
-        return enc["input_ids"], slots
-
-    def _rows_mlm(self, b: int, lay: _Laid, chat: bool, n_slots: int, rows: Rows) -> None:
-        ids_by_word = self.table.ids(lay.space)
-        mask = self.tokenizer.mask_token
-        for length in sorted({len(ids) for ids in ids_by_word}):
-            text = lay.prefix + mask * length + lay.suffix
-            ids, slots = self._tokenize(text, chat, lay, len(mask) * length, n_slots)
-            where = [t for t, i in enumerate(ids) if i == self.tokenizer.mask_token_id]
-            if len(where) != length:
-                raise EncodingError(f"expected {length} mask tokens in the encoded prompt, found {len(where)}")
-            r = rows.add(ids, where, slots)
-            for w, word_ids in enumerate(ids_by_word):
-                if len(word_ids) == length:
-                    rows.read(r, word_ids, b, w)
-
-    def _rows_causal(self, b: int, lay: _Laid, chat: bool, n_slots: int, rows: Rows) -> None:
-        if lay.suffix.strip():
-            return self._rows_fill_in(b, lay, chat, n_slots, rows)
-        prefix, slots = self._tokenize(lay.prefix, chat, lay, 0, n_slots)
-        if not prefix:
-            raise EncodingError("a causal LM cannot score a mask with nothing before it; add text before {{ mask }}")
-        r = rows.add(prefix, [len(prefix) - 1], slots)
-        for w, word_ids in enumerate(self.table.ids(lay.space)):
-            rows.read(r, word_ids[:1], b, w)
-            if len(word_ids) > 1:  # teacher-force the rest of a multi-token word
-                later = list(range(len(prefix), len(prefix) + len(word_ids) - 1))
-                rows.read(rows.add(prefix + list(word_ids[:-1]), later, slots), word_ids[1:], b, w)
-
-    def _rows_fill_in(self, b: int, lay: _Laid, chat: bool, n_slots: int, rows: Rows) -> None:
-        """Mask mid-prompt: score each word filled in by the likelihood of word + rest."""
-        start = len(lay.prefix)
-        for w, word in enumerate(self.table.words):
-            middle = (" " if lay.space else "") + word
-            text = lay.prefix + middle + lay.suffix
-            enc = self.tokenizer(text, add_special_tokens=not chat, return_offsets_mapping=True)
-            ids, offsets = enc["input_ids"], enc["offset_mapping"]
-            first = next(t for t, (a, e) in enumerate(offsets) if e > start and e > a)
-            if first == 0:
-                raise EncodingError("a causal LM cannot score a mask with nothing before it; add text before it")
-            last = max(t for t, (a, e) in enumerate(offsets) if e > a)
-            spans = [
-                *lay.prefix_slots,
-                *((a + start + len(middle), e + start + len(middle)) for a, e in lay.suffix_slots),
-            ]
-            r = rows.add(ids, list(range(first - 1, last)), slot_tokens(offsets, spans) if n_slots else [])
-            rows.read(r, ids[first : last + 1], b, w)

@@ -90,3 +90,44 @@ def test_truncation_keeps_template_text_and_mask(a, b, max_length, head, wordpie
     else:
         assert text.endswith("? Answer:")
         assert batch.positions[0, 0].item() == len(ids) - 1
+
+
+def test_mask_token_written_in_template_text_is_named(wordpiece_tokenizer):
+    """Template text is the author's: a literal "[MASK]" there stays the mask token, and the error says so."""
+    prompt = Template("{{ text }} [MASK] It was {{ mask }}.").render({"text": "[MASK] in the data is fine"})
+    with pytest.raises(EncodingError, match=r"found 2: the template text itself contains '\[MASK\]'"):
+        _encoder(wordpiece_tokenizer, "mlm").encode([prompt])
+
+
+class _CountingTokenizer:
+    """A real tokenizer that counts how often it is called."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer, self.calls = tokenizer, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+@pytest.mark.parametrize(
+    "head, text, calls",
+    [
+        ("mlm", "{{ text }} It was {{ mask }}.", 1),  # the measured string is the row
+        ("causal", "{{ text }} It was {{ mask }}", 1),
+        ("causal", "{{ text }} It was {{ mask }} overall.", 3),  # measured once, then once per word
+    ],
+)
+def test_each_prompt_is_tokenized_once_per_row_string(head, text, calls, wordpiece_tokenizer, bpe_tokenizer):
+    tokenizer = wordpiece_tokenizer if head == "mlm" else bpe_tokenizer
+    counting = _CountingTokenizer(tokenizer)
+    encoder = ClozeEncoder(counting, head, LabelWordTable(SENTIMENT, tokenizer), 64)
+    prompts = [Template(text).render({"text": t}) for t in ("a gem .", "dull , dull , dull .", "[a] <b>")]
+    encoder.encode(prompts)
+    assert counting.calls == calls * len(prompts)
+    counting.calls = 0
+    encoder.encode([Template(text).render({"text": "a [MASK] <|im_end|> gem"})])  # special text: pieces too
+    assert counting.calls == 2 * calls + 2  # whole string, then its pieces; + twice (once) to probe CLS/SEP
