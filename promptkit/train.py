@@ -60,7 +60,9 @@ def train(
         targets: None (use the examples' labels), a sequence of labels, or soft label
             distributions ``[N, n_labels]`` in ``verbalizer.labels`` order.
         dev: labelled examples to evaluate on; the best weights on it are kept at the end.
-        resume_from: a checkpoint folder, or an ``output_dir`` (its newest checkpoint).
+        resume_from: a checkpoint folder, or an ``output_dir`` (its newest usable checkpoint, after
+            validating it; see :mod:`promptkit.checkpoint`). The checkpoint's run must match this one:
+            model, data, loss and the TrainConfig settings that shape the optimisation.
         loss: what to minimise (:mod:`promptkit.losses`); :class:`CrossEntropy` if None.
             Its ``config()`` is part of the checkpoint manifest.
 
@@ -81,7 +83,7 @@ def train(
     if config.patience is not None and dev_rows is None:
         logger.warning("TrainConfig.patience=%s has no effect without a dev set", config.patience)
     prompts = render_all(model.template, rows)
-    manifest = checkpoint.run_manifest(model, prompts, target)
+    manifest = checkpoint.run_manifest(model, prompts, target, config)
     loss = _check_loss(loss)
     manifest["loss"] = loss.config()
     set_seed(config.seed)
@@ -161,12 +163,14 @@ class _Run:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError("the model has no trainable parameters (requires_grad is False everywhere)")
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        rate = config.resolved_learning_rate  # None: DEFAULT_LEARNING_RATE
+        self.optimizer = torch.optim.AdamW(self.params, lr=rate, weight_decay=config.weight_decay)
         n_batches = math.ceil(len(prompts) / config.batch_size)
         self.total = config.max_steps or config.epochs * math.ceil(n_batches / config.grad_accumulation)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config, self.total))
         self.loop: dict[str, Any] = {"step": 0, "epoch": 0, "update": 0, "losses": [], "dev_scores": []}
         self.loop.update({"best_score": None, "best_step": None, "best_key": None, "bad_evals": 0})
+        self.loop["run"] = checkpoint.new_run_id()  # checkpoints prune only their own run's; resuming keeps it
         self.best: dict[str, torch.Tensor] | None = None
         try:
             self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_cpu_processes())
@@ -183,10 +187,11 @@ class _Run:
     def run(self, resume_from: str | Path | None) -> TrainResult:
         path = None
         if resume_from is not None:
-            path = checkpoint.latest(resume_from)
-            state, self.best = checkpoint.load(path, self._parts())
+            path, state, self.best = checkpoint.resume(resume_from, self._parts())  # validated; may fall back
             self.loop = state["loop"]
             logger.info("resuming from %s at step %d", path, self.loop["step"])
+        if self.config.save_every and self.accelerator.is_main_process:
+            checkpoint.warn_foreign(self.config.output_dir, self.loop["run"])
         # The prepared optimizer steps through accelerate (fp16 loss scaling); checkpoints and the
         # scheduler use the plain one underneath, which holds the same state.
         self.wrapped, self.stepper = self.accelerator.prepare(self.model, self.optimizer)
