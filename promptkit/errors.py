@@ -8,7 +8,7 @@ pointed at (arguments, data, templates, saved files, checkpoints) also subclasse
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 
 class PromptkitError(Exception):
@@ -66,6 +66,22 @@ def did_you_mean(name: object, choices: Iterable[object]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""`` if none is close."""
     match = closest(name, choices)
     return f" Did you mean {match!r}?" if match is not None else ""
+
+
+def check_keys(
+    what: str, data: object, valid: Sequence[str], required: str | None, error: type[PromptkitError]
+) -> None:
+    """``data`` must be a mapping whose keys are among ``valid`` (and include ``required``).
+
+    Raises ``error`` naming ``what``, the offending key and the closest valid one.
+    """
+    if not isinstance(data, Mapping):
+        raise error(f"{what} must be a mapping with keys {list(valid)}, got {type(data).__name__}: {str(data)[:200]}")
+    for key in data:
+        if key not in valid:
+            raise error(f"{what} has an unknown key {key!r}.{did_you_mean(key, valid)} Valid keys: {list(valid)}")
+    if required is not None and required not in data:
+        raise error(f"{what} has no {required!r} (keys: {sorted(map(str, data))}); add it")
 
 
 def check_choice(name: str, value: object, valid: Iterable[object], error: type[PromptkitError] = ConfigError) -> None:

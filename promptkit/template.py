@@ -72,7 +72,7 @@ from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 
 from promptkit import template_limits
-from promptkit.errors import TemplateError, did_you_mean
+from promptkit.errors import TemplateError, check_keys, did_you_mean
 from promptkit.prompt import Prompt, Segment
 from promptkit.prompt import SegmentKind as SegmentKind
 from promptkit.template_checks import _check_arguments, _check_tree
@@ -195,18 +195,7 @@ class Template:
             TemplateError: ``data`` is not a mapping, lacks ``text``, or has an unknown key
                 (the message names the closest valid one).
         """
-        if not isinstance(data, Mapping):
-            raise TemplateError(
-                f"template data must be a mapping with keys {list(_FIELDS)}, got {type(data).__name__}: "
-                f"{str(data)[:200]}"
-            )
-        for key in data:
-            if key not in _FIELDS:
-                raise TemplateError(
-                    f"template data has an unknown key {key!r}.{did_you_mean(key, _FIELDS)} Valid keys: {list(_FIELDS)}"
-                )
-        if "text" not in data:
-            raise TemplateError(f"template data has no 'text' (keys: {sorted(map(str, data))}); add the jinja text")
+        check_keys("template data", data, _FIELDS, "text", TemplateError)
         return cls(**data)
 
     def render(self, example: Mapping[str, Any]) -> Prompt:

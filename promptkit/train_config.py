@@ -8,17 +8,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-from promptkit.errors import ConfigError, check_choice, did_you_mean
+from promptkit.errors import ConfigError, check_choice, check_keys
 
 
 def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     """Build dataclass ``cls`` from ``data``; an unknown key is an error naming the closest valid key."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{cls.__name__} settings must be a mapping, got {type(data).__name__}")
-    valid = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in valid:
-            raise ConfigError(f"unknown {cls.__name__} key {key!r}.{did_you_mean(key, valid)} Valid keys: {valid}")
+    check_keys(cls.__name__, data, [f.name for f in fields(cls)], None, ConfigError)
     return cls(**data)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from promptkit.errors import VerbalizerError, did_you_mean
+from promptkit.errors import VerbalizerError, check_keys, did_you_mean
 
 Label = Union[int, str, bool]
 _FIELDS = ("name", "label_words")
@@ -154,22 +154,7 @@ class Verbalizer:
             VerbalizerError: ``data`` is not a mapping, lacks ``label_words``, or has an unknown
                 key (the message names the closest valid one).
         """
-        if not isinstance(data, Mapping):
-            raise VerbalizerError(
-                f"verbalizer data must be a mapping with keys {list(_FIELDS)}, got {type(data).__name__}: "
-                f"{str(data)[:200]}"
-            )
-        for key in data:
-            if key not in _FIELDS:
-                raise VerbalizerError(
-                    f"verbalizer data has an unknown key {key!r}.{did_you_mean(key, _FIELDS)} "
-                    f"Valid keys: {list(_FIELDS)}"
-                )
-        if "label_words" not in data:
-            raise VerbalizerError(
-                f"verbalizer data has no 'label_words' (keys: {sorted(map(str, data))}); "
-                "add e.g. label_words: {0: [terrible], 1: [great]}"
-            )
+        check_keys("verbalizer data", data, _FIELDS, "label_words", VerbalizerError)
         return cls(**data)
 
     def __repr__(self) -> str:

@@ -53,9 +53,9 @@ def test_unknown_names_and_parameters_suggest_the_closest():
         get_strategy("fine_tune")
     with pytest.raises(StrategyError, match=r"no parameter 'lora_r'\. Did you mean 'lora'\?"):
         get_strategy("finetune", lora_r=4)
-    with pytest.raises(ConfigError, match=r"unknown TrainConfig key 'max_step'\. Did you mean 'max_steps'\?"):
+    with pytest.raises(ConfigError, match=r"TrainConfig has an unknown key 'max_step'\. Did you mean 'max_steps'\?"):
         get_strategy("finetune", config={"max_step": 3})
-    with pytest.raises(ConfigError, match=r"unknown LoraSettings key 'rank'"):
+    with pytest.raises(ConfigError, match=r"LoraSettings has an unknown key 'rank'"):
         get_strategy("finetune", lora={"rank": 4})
 
 

@@ -201,7 +201,7 @@ def test_config_validation_names_field_and_value():
 
 
 def test_from_dict_rejects_unknown_keys_and_round_trips():
-    with pytest.raises(ConfigError, match=r"unknown TrainConfig key 'learning_rte'\. Did you mean 'learning_rate'\?"):
+    with pytest.raises(ConfigError, match=r"unknown key 'learning_rte'\. Did you mean 'learning_rate'\?"):
         TrainConfig.from_dict({"learning_rte": 1e-3})
     config = TrainConfig(learning_rate=3e-4, max_steps=7, output_dir="out", save_every=2)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
