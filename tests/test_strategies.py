@@ -26,7 +26,11 @@ from promptkit.train_config import ConfigError, TrainConfig
 
 FAST = {"learning_rate": 1e-2, "batch_size": 8, "max_steps": 30, "progress": False}
 # Strategies that need template features the shared TEMPLATE lacks get their own in the contract test.
-CONTRACT_TEMPLATES = {"soft_prompt": Template("{{ soft(2) }} {{ text }}. It was {{ mask }}")}
+CONTRACT_TEMPLATES = {
+    "soft_prompt": Template("{{ soft(2) }} {{ text }}. It was {{ mask }}"),
+    "autoprompt": Template("{{ text }}. {{ trigger(2) }} It was {{ mask }}"),
+}
+UNTRAINED = {"zero_shot", "autoprompt"}  # no TrainConfig: zero-shot trains nothing, AutoPrompt searches tokens
 
 
 @pytest.fixture
@@ -92,7 +96,7 @@ def test_every_strategy_has_the_one_fit_signature(name):
 def test_every_strategy_fits_and_returns_a_prompt_model(name, causal):
     """Contract: default parameters, labelled train + unlabeled + dev examples in, a working model out."""
     causal.template = CONTRACT_TEMPLATES.get(name, causal.template)
-    strategy = get_strategy(name, **({} if name == "zero_shot" else {"config": {**FAST, "max_steps": 4}}))
+    strategy = get_strategy(name, **({} if name in UNTRAINED else {"config": {**FAST, "max_steps": 4}}))
     unlabeled = [{"text": e["text"]} for e in KEYWORD]
     fitted = strategy.fit(causal, KEYWORD, unlabeled, dev=KEYWORD[::4], targets=None, resume_from=None)
     assert isinstance(fitted, PromptModel)
@@ -100,7 +104,7 @@ def test_every_strategy_fits_and_returns_a_prompt_model(name, causal):
 
 
 # PET/iPET need unlabelled data (fit refuses without it); tests/test_pet.py checks their targets and rate.
-@pytest.mark.parametrize("name", sorted(set(list_strategies()) - {"zero_shot", "pet", "ipet"}))
+@pytest.mark.parametrize("name", sorted(set(list_strategies()) - UNTRAINED - {"pet", "ipet"}))
 def test_every_trained_strategy_takes_soft_targets_and_its_own_learning_rate(name, causal):
     causal.template = CONTRACT_TEMPLATES.get(name, causal.template)
     strategy = get_strategy(name, config=TrainConfig(max_steps=2, progress=False))

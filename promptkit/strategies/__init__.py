@@ -2,14 +2,8 @@
 
 from promptkit.errors import StrategyError
 from promptkit.lora import LoraSettings
-from promptkit.strategies import (  # noqa: F401  (registers the built-ins)
-    finetune,
-    pet,
-    pet_ipet,
-    prefix_tuning,
-    soft_prompt,
-    zero_shot,
-)
+from promptkit.strategies import autoprompt, finetune, pet, pet_ipet, prefix_tuning, soft_prompt, zero_shot  # noqa: F401  (registers the built-ins)
+from promptkit.strategies.autoprompt import AutoPrompt, TriggerTokens
 from promptkit.strategies.base import TrainedStrategy
 from promptkit.strategies.finetune import Finetune
 from promptkit.strategies.pet import Pet
@@ -20,6 +14,7 @@ from promptkit.strategies.soft_prompt import SoftPrompt
 from promptkit.strategies.zero_shot import ZeroShot
 
 __all__ = [
+    "AutoPrompt",
     "Finetune",
     "IPet",
     "LoraSettings",
@@ -29,6 +24,7 @@ __all__ = [
     "Strategy",
     "StrategyError",
     "TrainedStrategy",
+    "TriggerTokens",
     "ZeroShot",
     "get_strategy",
     "list_strategies",

@@ -1,0 +1,262 @@
+"""AutoPrompt: the pure search functions exactly, the search and label-word search on tiny models, bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+
+import pytest
+import torch
+from _train_worker import KEYWORD, VERBALIZER
+
+from promptkit import PromptModel, Template, Verbalizer
+from promptkit.catalog import read_templates, read_verbalizers
+from promptkit.errors import StrategyError, TemplateError, VerbalizerError
+from promptkit.strategies import AutoPrompt, TriggerTokens, get_strategy
+from promptkit.strategies import autoprompt_search as search
+from promptkit.strategies.autoprompt_words import mask_features
+
+END = Template("{{ text }} It was {{ trigger(1) }} {{ mask }}", name="kw/end")
+ALL_GOOD = [{"text": e["text"], "label": 1} for e in KEYWORD]  # the tiny model says "bad" to every one at first
+
+
+def ids(tokenizer, *tokens: str) -> list[int]:
+    return tokenizer.convert_tokens_to_ids(list(tokens))
+
+
+@pytest.fixture
+def causal(tiny_causal, bpe_tokenizer):
+    return PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, END, VERBALIZER)
+
+
+# ------------------------------------------------------------------ token filter
+def test_token_filter_on_byte_level_bpe(bpe_tokenizer):
+    allowed = search.token_filter(bpe_tokenizer, exclude_ids=ids(bpe_tokenizer, "Ġgood"))
+    assert len(allowed) == len(bpe_tokenizer) and allowed.dtype == torch.bool
+    assert allowed[ids(bpe_tokenizer, "Ġthe", "Ġmovie", "ĠParis")].all()
+    refused = ["the", "orp", "Ġ", "Ġ123", "Ġ,", "Ġcafé".replace("é", "Ã©"), "Ġgood"]  # continuations, non-alpha, label
+    assert not allowed[ids(bpe_tokenizer, *refused)].any()
+    assert not allowed[sorted(set(bpe_tokenizer.all_special_ids) | set(bpe_tokenizer.added_tokens_decoder))].any()
+    lower = search.token_filter(bpe_tokenizer, allow_capitalised=False)
+    assert not lower[ids(bpe_tokenizer, "ĠParis", "ĠThe")].any() and lower[ids(bpe_tokenizer, "Ġthe")].all()
+    assert int(lower.sum()) < int(allowed.sum())
+
+
+def test_token_filter_on_wordpiece(wordpiece_tokenizer):
+    allowed = search.token_filter(wordpiece_tokenizer, exclude_ids=ids(wordpiece_tokenizer, "good"))
+    assert allowed[ids(wordpiece_tokenizer, "the", "movie", "great")].all()
+    refused = ["[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]", "[unused0]", "##ing", "##s", "123", ",", "good"]
+    assert not allowed[ids(wordpiece_tokenizer, *refused)].any()
+
+
+def test_a_filter_that_leaves_nothing_is_an_error(wordpiece_tokenizer):
+    with pytest.raises(StrategyError, match="leaves no candidate tokens"):
+        search.token_filter(wordpiece_tokenizer, exclude_ids=range(len(wordpiece_tokenizer)))
+
+
+# ------------------------------------------------------------------ pure functions
+def test_candidates_are_the_top_k_of_minus_e_dot_grad_among_allowed():
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [2.0, 2.0], [1.0, 5.0]])
+    grad = torch.tensor([-1.0, 0.0])  # -(E @ grad) = [1, 0, -1, 2, 1]
+    allowed = torch.tensor([True, True, True, False, True])
+    assert search.candidates(grad, embeddings, allowed, 2).tolist() == [0, 4]  # 3 is refused; 0/4 tie: lower id
+    assert search.candidates(grad, embeddings, allowed, 9).tolist() == [0, 4, 1, 2]
+
+
+def test_candidate_scores_and_disjoint_top_tokens():
+    scores = torch.log(torch.tensor([[[0.5, 0.5], [0.25, 0.75]], [[0.9, 0.1], [0.1, 0.9]]]))  # [C=2, B=2, L=2]
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected = torch.tensor([(0.5 * 0.75) ** 0.5, (0.9 * 0.9) ** 0.5]).log()
+    torch.testing.assert_close(search.candidate_scores(scores, targets), expected)
+    odds = torch.tensor([[5.0, 4.0], [1.0, 3.0], [2.0, -1.0], [0.0, 2.5]])
+    assert search.top_tokens_per_label(odds, 2) == [[0, 2], [1, 3]]  # row 0 goes to label 0 first
+    with pytest.raises(StrategyError, match="needs 6 distinct tokens"):
+        search.top_tokens_per_label(odds, 3)
+
+
+def test_write_triggers_and_contains():
+    assert search.write_triggers("{{ text }} {{ trigger(2) }} {{ mask }}", ["a b"], [2]) == "{{ text }} a b {{ mask }}"
+    with pytest.raises(TemplateError, match="cannot write the triggers"):
+        search.write_triggers("{% for i in range(2) %}{{ trigger(1) }}{% endfor %} {{ mask }}", ["a", "b"], [1, 1])
+    assert search.contains([1, 2, 3, 4], [2, 3]) and not search.contains([1, 2, 3], [3, 2])
+
+
+@pytest.mark.parametrize("head", ["causal_mid", "mlm"])
+def test_batched_candidate_scoring_equals_one_candidate_at_a_time(head, tiny_causal, bpe_tokenizer, tiny_mlm,
+                                                                  wordpiece_tokenizer):  # fmt: skip
+    if head == "mlm":
+        tokenizer = wordpiece_tokenizer
+        model = PromptModel(tiny_mlm, tokenizer, Template("{{ text }} {{ trigger(2) }} it was {{ mask }}."), VERBALIZER)
+    else:  # a causal LM with text after the mask: one row per (example, word), several rows per example
+        tokenizer = bpe_tokenizer
+        model = PromptModel(tiny_causal, tokenizer, Template("{{ text }} {{ trigger(2) }} it was {{ mask }}!"),
+                            Verbalizer({0: ["bad", "awful"], 1: ["good"]}))  # fmt: skip
+    start = tokenizer(" the the", add_special_tokens=False)["input_ids"]
+    model.attach(TriggerTokens(start))
+    batch = model.encode(KEYWORD[:3])
+    target = torch.nn.functional.one_hot(torch.tensor([1, 1, 0]), 2).float()
+    tokens = torch.tensor(tokenizer(" movie cat sun", add_special_tokens=False)["input_ids"])
+    batched = AutoPrompt().score_tokens(model, batch, 1, tokens, target)
+    single = []
+    for token in tokens.tolist():
+        model.attach(TriggerTokens([start[0], token]))
+        with torch.no_grad():
+            single.append(search.candidate_scores(model(batch)[None], target)[0])
+    torch.testing.assert_close(batched, torch.stack(single), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the search
+def test_search_finds_a_planted_trigger_and_raises_train_accuracy(causal, bpe_tokenizer, tmp_path):
+    weight = causal.backbone.get_input_embeddings().weight
+    good, bad, zebra = ids(bpe_tokenizer, "Ġgood", "Ġbad", "Ġzebra")
+    with torch.no_grad():  # "zebra" right before the mask now pushes the next word towards "good"
+        weight[zebra] = 4 * (weight[good] - weight[bad])
+    causal.attach(TriggerTokens(ids(bpe_tokenizer, "Ġthe")))
+    assert causal.score(ALL_GOOD) == 0.0
+    strategy = get_strategy("autoprompt", iterations=3, seed=0)
+    model = strategy.fit(causal, ALL_GOOD)
+    assert strategy.triggers_ == [zebra] and model.score(ALL_GOOD) == 1.0
+    assert model.addons["slot_embeddings"].token_ids.tolist() == [zebra]
+    assert strategy.template_ == Template("{{ text }} It was zebra {{ mask }}", name="kw/end")
+    assert strategy.history_[0]["accepted"] and strategy.history_[0]["candidate"] == "Ġzebra"
+    assert set(strategy.history_[0]) == {"iteration", "position", "candidate", "candidate_id", "accepted",
+                                         "train_score", "current_score", "dev_score", "seconds"}  # fmt: skip
+    saved = json.loads(strategy.to_json(tmp_path / "history.json").read_text())
+    assert saved["triggers"] == [zebra] and len(saved["history"]) == 3
+
+
+def test_search_without_planting_still_helps_and_is_deterministic(causal):
+    causal.template = Template("{{ text }} It was {{ trigger(2) }} {{ mask }}")
+    causal.attach(TriggerTokens([7] * 2))  # replaced by fit: the search starts from init_token
+    runs = []
+    for _ in range(2):
+        strategy = AutoPrompt(iterations=4, seed=3, dev_every=2)
+        runs.append((strategy.fit(causal, ALL_GOOD, dev=ALL_GOOD[::3]).score(ALL_GOOD), strategy.triggers_))
+        assert [h["dev_score"] is not None for h in strategy.history_] == [False, True] * 2
+    assert runs[0] == runs[1] and runs[0][0] > 0.5  # "the the" gets 0.0
+    other = AutoPrompt(iterations=4, seed=4)
+    other.fit(causal, ALL_GOOD)
+    assert [h["position"] for h in other.history_] != [h["position"] for h in strategy.history_]
+
+
+def test_mlm_search_runs_and_gradients_flow_through_a_mid_prompt_causal_mask(tiny_mlm, wordpiece_tokenizer, causal):
+    mlm = PromptModel(copy.deepcopy(tiny_mlm), wordpiece_tokenizer,
+                      Template("{{ text }} {{ trigger(2) }} it was {{ mask }}."), VERBALIZER)  # fmt: skip
+    strategy = AutoPrompt(iterations=2, n_candidates=4)
+    assert strategy.fit(mlm, KEYWORD).predict_proba(KEYWORD).shape == (16, 2)
+    assert strategy.template_.text.endswith("it was {{ mask }}.") and "trigger" not in strategy.template_.text
+    causal.template = Template("{{ text }} {{ trigger(2) }} It was {{ mask }} indeed.")
+    causal.attach(TriggerTokens([1, 2]))
+    grad = strategy._slot_grad(causal, causal.encode(KEYWORD[:2]), torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert grad.shape == (2, 32) and grad.abs().sum() > 0
+
+
+def test_a_trigger_that_does_not_round_trip_warns_with_its_tokens(causal, bpe_tokenizer):
+    strategy = AutoPrompt()
+    strategy.triggers_ = ids(bpe_tokenizer, "hello")  # no "Ġ": written after a space it becomes "Ġhello"
+    with pytest.warns(UserWarning, match=r"trigger tokens \[\['hello'\]\] do not come back"):
+        written = strategy._written(causal, KEYWORD[0], [1])
+    assert written.text == "{{ text }} It was hello {{ mask }}"
+    strategy.triggers_ = ids(bpe_tokenizer, "Ġhello")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        strategy._written(causal, KEYWORD[0], [1])
+
+
+# ------------------------------------------------------------------ label-word search
+def test_label_word_search_recovers_planted_words(tiny_causal, bpe_tokenizer):
+    model = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, Template("{{ text }}. It was {{ mask }}"),
+                        VERBALIZER)  # fmt: skip
+    features = mask_features(model, KEYWORD)
+    labels = torch.tensor([e["label"] for e in KEYWORD])
+    direction = features[labels == 1].mean(0) - features[labels == 0].mean(0)
+    out = model.backbone.get_output_embeddings().weight
+    apple, river = ids(bpe_tokenizer, "Ġapple", "Ġriver")
+    with torch.no_grad():  # tied embeddings: the inputs never contain these two words, so the features stay
+        out[apple] = 100 * out.norm(dim=1).max() * direction / direction.norm()
+        out[river] = -out[apple]
+    assert torch.equal(mask_features(model, KEYWORD), features)
+    found = AutoPrompt(seed=0).search_label_words(model, KEYWORD)
+    assert found.label_words == {0: ("river",), 1: ("apple",)}
+    more = AutoPrompt(label_words_k=3).search_label_words(model, KEYWORD)
+    assert [len(w) for w in more.words] == [3, 3] and more.words[0][0] == "river"
+    assert not set(more.words[0]) & set(more.words[1])
+    triggered = model.with_prompt(template=Template("{{ text }}. {{ trigger(2) }} It was {{ mask }}"))
+    assert len(AutoPrompt().search_label_words(triggered, KEYWORD, k=2).words[1]) == 2  # init triggers used
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"iterations": 0}, r"iterations=0 is invalid.*a search budget of zero"),
+        ({"n_candidates": 0}, r"n_candidates=0 is invalid"),
+        ({"batch_size": True}, r"batch_size=True is invalid"),
+        ({"accumulation": 1.5}, r"accumulation=1.5 is invalid"),
+        ({"filter": "no_capital"}, r"invalid autoprompt filter='no_capital'.*Did you mean 'no_capitals'"),
+        ({"init_token": " "}, r"init_token=' ' is invalid"),
+    ],
+)
+def test_bad_parameters_are_clear_errors(params, message):
+    with pytest.raises(StrategyError, match=message):
+        get_strategy("autoprompt", **params)
+
+
+def test_bad_inputs_are_clear_errors(causal):
+    causal.template = Template("{{ text }} It was {{ mask }}")
+    with pytest.raises(
+        TemplateError, match=r"has no \{\{ trigger\(n\) \}\} slots.*e\.g\. '\{\{ text \}\} \{\{ trigger"
+    ):
+        AutoPrompt().fit(causal, KEYWORD)
+    causal.template = Template("{{ soft(2) }} {{ text }} {{ trigger(1) }} {{ mask }}")
+    with pytest.raises(TemplateError, match=r"has \['soft', 'trigger'\] slots"):
+        AutoPrompt().fit(causal, KEYWORD)
+    causal.template, causal.max_length = Template("{{ text }} {{ trigger(20) }} {{ mask }}"), 16
+    with pytest.raises(TemplateError, match=r"20 trigger tokens but max_length=16"):
+        AutoPrompt().fit(causal, KEYWORD)
+    causal.template, causal.max_length = END, 64
+    with pytest.raises(StrategyError, match=r"init_token='good' is a label word's token"):
+        AutoPrompt(init_token="good").fit(causal, KEYWORD)
+    with pytest.raises(StrategyError, match=r"init_token='zorpblick' is \d tokens"):
+        AutoPrompt(init_token="zorpblick").fit(causal, KEYWORD)
+    with pytest.raises(VerbalizerError, match=r"row 1: label 7 is not one of the verbalizer's labels"):
+        AutoPrompt().fit(causal, KEYWORD, dev=[KEYWORD[0], {"text": "x", "label": 7}])
+    with pytest.raises(StrategyError, match="keeps no checkpoints"):
+        AutoPrompt().fit(causal, KEYWORD, resume_from="somewhere")
+    with pytest.raises(StrategyError, match="needs a finished fit"):
+        AutoPrompt().save_prompt("folder", "name")
+
+
+def test_label_words_never_become_triggers(causal, bpe_tokenizer):
+    allowed = AutoPrompt().allowed_tokens(causal)
+    assert not allowed[ids(bpe_tokenizer, "Ġgood", "Ġbad", "good", "bad")].any()
+    assert len(allowed) == causal.backbone.get_input_embeddings().weight.size(0)
+
+
+# ------------------------------------------------------------------ saving
+def test_save_prompt_writes_catalog_yaml(causal, bpe_tokenizer, tmp_path):
+    strategy = AutoPrompt(iterations=2)
+    strategy.fit(causal, ALL_GOOD)
+    strategy.save_prompt(tmp_path, "found")
+    strategy.save_prompt(tmp_path, "again")
+    templates = read_templates(tmp_path / "templates" / "kw.yaml")
+    verbalizers = read_verbalizers(tmp_path / "verbalizers" / "kw.yaml")
+    assert set(templates) == {"found", "again"} and templates["found"].text == strategy.template_.text
+    assert verbalizers["found"].label_words == VERBALIZER.label_words
+    assert '- "good"' in (tmp_path / "verbalizers" / "kw.yaml").read_text()  # every word quoted
+    reloaded = PromptModel(causal.backbone, bpe_tokenizer, templates["found"], verbalizers["found"])
+    assert reloaded.score(ALL_GOOD) == causal.score(ALL_GOOD)
+
+
+def test_trigger_tokens_save_and_load_with_the_model(tiny_causal, bpe_tokenizer, tmp_path):
+    tiny_causal.save_pretrained(tmp_path / "base")
+    bpe_tokenizer.save_pretrained(tmp_path / "base")
+    model = PromptModel.from_pretrained(str(tmp_path / "base"), template=END, verbalizer=VERBALIZER)
+    AutoPrompt(iterations=2).fit(model, ALL_GOOD)
+    model.save_pretrained(str(tmp_path / "saved"), include_backbone=False)
+    loaded = PromptModel.from_pretrained(str(tmp_path / "saved"))
+    addon = loaded.addons["slot_embeddings"]
+    assert isinstance(addon, TriggerTokens) and not list(addon.parameters())
+    assert addon.token_ids.tolist() == model.addons["slot_embeddings"].token_ids.tolist()
+    torch.testing.assert_close(loaded.predict_proba(KEYWORD), model.predict_proba(KEYWORD))
