@@ -2,7 +2,15 @@
 
 from promptkit.errors import StrategyError
 from promptkit.lora import LoraSettings
-from promptkit.strategies import autoprompt, finetune, pet, pet_ipet, prefix_tuning, soft_prompt, zero_shot  # noqa: F401  (registers the built-ins)
+from promptkit.strategies import (  # noqa: F401  (registers the built-ins)
+    autoprompt,
+    finetune,
+    pet,
+    pet_ipet,
+    prefix_tuning,
+    soft_prompt,
+    zero_shot,
+)
 from promptkit.strategies.autoprompt import AutoPrompt, TriggerTokens
 from promptkit.strategies.base import TrainedStrategy
 from promptkit.strategies.finetune import Finetune
