@@ -12,6 +12,9 @@ import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import torch
+
 from promptkit.errors import DataError, PromptkitError, closest
 from promptkit.verbalizer import Verbalizer
 
@@ -124,3 +127,26 @@ def labels_of(rows: Sequence[Mapping[str, Any]], verbalizer: Verbalizer, label_k
         except PromptkitError as err:
             raise type(err)(f"row {row}: {err}") from None
     return targets
+
+
+def target_distributions(
+    rows: Sequence[Mapping[str, Any]], targets: Any, verbalizer: Verbalizer, label_key: str = "label"
+) -> torch.Tensor:
+    """``[N, n_labels]`` training targets: one-hot rows' labels, or ``targets`` (one label per row, or soft
+    distributions ``[N, n_labels]`` in ``verbalizer.labels`` order, checked to be distributions)."""
+    n_labels = len(verbalizer.labels)
+    if targets is None:
+        index = labels_of(rows, verbalizer, label_key)
+    elif (targets.ndim if hasattr(targets, "ndim") else np.ndim(targets)) == 2:
+        soft = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+        if tuple(soft.shape) != (len(rows), n_labels):
+            raise DataError(f"soft targets must be [N, n_labels] = [{len(rows)}, {n_labels}], got {list(soft.shape)}")
+        sums = soft.sum(-1)
+        if (soft < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+            raise DataError(f"each soft target row must be a distribution (>= 0, sums to 1); row sums: {sums.tolist()}")
+        return soft
+    else:
+        if len(targets) != len(rows):
+            raise DataError(f"got {len(targets)} targets for {len(rows)} examples; pass one per example")
+        index = labels_of([{label_key: t} for t in targets], verbalizer, label_key)
+    return torch.nn.functional.one_hot(torch.tensor(index, dtype=torch.long), n_labels).float()

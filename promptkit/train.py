@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from promptkit import checkpoint
 from promptkit.errors import ConfigError, DataError
-from promptkit.examples import as_examples, labels_of
+from promptkit.examples import as_examples, labels_of, target_distributions
 from promptkit.losses import CrossEntropy, Loss
 from promptkit.model import PromptModel
 from promptkit.template import render_all
@@ -78,7 +78,7 @@ def train(
     rows = as_examples(examples)
     if not rows:
         raise DataError("cannot train on an empty training set; pass at least one labelled example")
-    target = _targets(model, rows, targets, config.label_key)  # [N, n_labels]
+    target = target_distributions(rows, targets, model.verbalizer, config.label_key)  # [N, n_labels]
     dev_rows = _check_dev(model, dev, config.label_key, set(target.argmax(-1).tolist()))
     if config.patience is not None and dev_rows is None:
         logger.warning("TrainConfig.patience=%s has no effect without a dev set", config.patience)
@@ -89,25 +89,6 @@ def train(
     set_seed(config.seed)
     run = _Run(model, prompts, target, dev_rows, config, manifest, loss)
     return run.run(resume_from)
-
-
-def _targets(model: PromptModel, rows: list[dict], targets: Any, label_key: str) -> torch.Tensor:
-    n_labels = len(model.verbalizer.labels)
-    if targets is None:
-        index = labels_of(rows, model.verbalizer, label_key)
-    elif (targets.ndim if hasattr(targets, "ndim") else np.ndim(targets)) == 2:
-        soft = torch.as_tensor(np.asarray(targets, dtype=np.float32))
-        if tuple(soft.shape) != (len(rows), n_labels):
-            raise DataError(f"soft targets must be [N, n_labels] = [{len(rows)}, {n_labels}], got {list(soft.shape)}")
-        sums = soft.sum(-1)
-        if (soft < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
-            raise DataError(f"each soft target row must be a distribution (>= 0, sums to 1); row sums: {sums.tolist()}")
-        return soft
-    else:
-        if len(targets) != len(rows):
-            raise DataError(f"got {len(targets)} targets for {len(rows)} examples; pass one per example")
-        index = labels_of([{label_key: t} for t in targets], model.verbalizer, label_key)
-    return torch.nn.functional.one_hot(torch.tensor(index), n_labels).float()
 
 
 def _check_loss(loss: Loss | None) -> Loss:

@@ -28,7 +28,7 @@ import torch
 
 from promptkit.atomic import write_text
 from promptkit.errors import DataError, StrategyError, TemplateError, check_choice
-from promptkit.examples import as_examples, labels_of
+from promptkit.examples import as_examples, labels_of, target_distributions
 from promptkit.label_words import tokenize_in_context
 from promptkit.model import PromptModel
 from promptkit.strategies import autoprompt_search as search
@@ -37,7 +37,6 @@ from promptkit.strategies.autoprompt_words import save_prompt, search_label_word
 from promptkit.strategies.base import StrategyBase
 from promptkit.strategies.registry import register
 from promptkit.template import Template
-from promptkit.train import _targets
 from promptkit.verbalizer import Verbalizer
 
 logger = logging.getLogger(__name__)
@@ -195,7 +194,7 @@ class AutoPrompt(StrategyBase):
             )
         dev_rows = as_examples(dev) if dev is not None else []
         dev_targets = labels_of(dev_rows, model.verbalizer) if dev_rows else []
-        target = _targets(model, rows, targets, "label")  # [N, L]
+        target = target_distributions(rows, targets, model.verbalizer)  # [N, L]
         allowed = self.allowed_tokens(model)
         addon = model.attach(TriggerTokens(self._init_ids(model, n, allowed)))
         rng = random.Random(self.seed)

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from promptkit.errors import ConfigError, DataError, StrategyError
-from promptkit.examples import as_examples
+from promptkit.examples import as_examples, target_distributions
 from promptkit.lora import LoraSettings
 from promptkit.losses import AuxiliaryLM, Distillation
 from promptkit.model import PromptModel
@@ -158,7 +158,8 @@ class Pet(StrategyBase):
             raise DataError(f"{owner}.fit needs labelled examples (train); got none. iPET can start without any")
         if rows and len(rows) < len(verbalizer.labels):
             warnings.warn(f"{owner}: {len(rows)} labelled rows for {len(verbalizer.labels)} labels", stacklevel=2)
-        soft_t = data.train_targets(rows, targets, verbalizer, self.config.label_key) if rows else None
+        soft_t = None if not rows else target_distributions(rows, targets, verbalizer, self.config.label_key)
+        soft_t = None if soft_t is None else soft_t.double().numpy()  # [T, L]
         pristine = model.clone()  # the original weights, before anything trains ``model``
         if model.template.to_dict() != pvps[0][0].to_dict() or model.verbalizer != verbalizer:
             model.template, model.verbalizer = pvps[0]

@@ -19,7 +19,7 @@ import torch
 
 from promptkit.catalog import list_templates, load_template, load_verbalizer, paired_verbalizer
 from promptkit.errors import ConfigError, DataError, StrategyError
-from promptkit.examples import as_examples, labels_of
+from promptkit.examples import as_examples
 from promptkit.model import PromptModel
 from promptkit.template import Template
 from promptkit.verbalizer import Verbalizer
@@ -93,23 +93,6 @@ def unlabeled_rows(unlabeled: Any, label_key: str, owner: str) -> list[dict[str,
         )
         rows = [{k: v for k, v in row.items() if k != label_key} for row in rows]
     return rows
-
-
-def train_targets(rows: list[dict], targets: Any, verbalizer: Verbalizer, label_key: str) -> np.ndarray:
-    """``[N, L]`` target distributions of the labelled rows: one-hot labels, or ``targets`` (labels or soft)."""
-    n_labels = len(verbalizer.labels)
-    if targets is None:
-        index = labels_of(rows, verbalizer, label_key)
-    elif np.ndim(targets) == 2:
-        soft = np.asarray(targets, dtype=np.float64)
-        if soft.shape != (len(rows), n_labels):
-            raise DataError(f"soft targets must be [N, n_labels] = [{len(rows)}, {n_labels}], got {list(soft.shape)}")
-        return soft
-    else:
-        if len(targets) != len(rows):
-            raise DataError(f"got {len(targets)} targets for {len(rows)} examples; pass one per example")
-        index = labels_of([{label_key: t} for t in targets], verbalizer, label_key)
-    return np.eye(n_labels)[np.asarray(index, dtype=np.int64)].reshape(len(rows), n_labels)
 
 
 def score_rows(model: PromptModel, rows: list[dict], chunk: int = SCORE_CHUNK) -> np.ndarray:
