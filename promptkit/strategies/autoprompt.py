@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from tqdm.auto import tqdm
 
 from promptkit.atomic import write_text
 from promptkit.errors import DataError, StrategyError, TemplateError, check_choice
@@ -202,7 +203,7 @@ class AutoPrompt(StrategyBase):
         self.history_ = []
         with _frozen(model.backbone):
             best = (self._dev_score(model, dev_rows, dev_targets) if dev_rows else None, addon.token_ids.tolist())
-            for it in range(1, self.iterations + 1):
+            for it in tqdm(range(1, self.iterations + 1), desc="trigger search", unit="iteration"):
                 start = time.perf_counter()
                 grad = torch.zeros(n, weight.size(1))
                 for _ in range(self.accumulation):
