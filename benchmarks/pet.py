@@ -1,0 +1,346 @@
+"""PET and iPET (issue 12) against head fine-tuning and single-PVP prompt fine-tuning, on the same data.
+
+For every (task, |T|, seed) the labelled set T, the unlabelled pool and the evaluation set
+are drawn once and every method sees the same rows:
+
+- head_finetune: a new classification head on the backbone, all weights trained on T;
+- pvp_finetune: every PVP fine-tuned once on T with the members' settings, shown as the
+  mean and the best over PVPs (best picked on the evaluation set: an optimistic bound);
+- pet: the PET ensemble (PVPs x repetitions) labels the pool, distilled into one model;
+- ipet: iPET (``--generations``), then the same distillation;
+- zero_shot_cf (|T| = 0 only): each untrained PVP, content-free calibrated; mean and best.
+
+Pools: ag_news draws T (uniformly, as PET does; not class-balanced) and the unlabelled pool
+from the test file, the only AG News file here, and evaluates on the disjoint rest;
+sst2 draws 16 per class from train, the pool from the rest of train, and evaluates on dev;
+rte trains on the 32 FewGLUE examples (the same for every seed: the seed changes the pool
+and the training), the pool is SuperGLUE train without labels (FewGLUE rows excluded), and
+it evaluates on val. |T| = 0 on ag_news runs iPET from zero labels and zero_shot_cf.
+
+    python benchmarks/pet.py                                      # CPU-sized defaults
+    python benchmarks/pet.py --tasks ag_news --sizes 10 --seeds 13 --methods pet --steps 5
+
+Results (JSON, markdown, plot) are rewritten after every run; ``--merge`` reuses finished
+runs of earlier files whose settings and rows match. PET/iPET keep finished members under
+``--output-dir`` (one folder per run and settings), so a killed run resumes there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, environment, write_results  # noqa: E402
+from _few_shot_methods import EVAL_BATCH, Backbones, Settings, Split, run_head_finetune  # noqa: E402
+from _pet_report import STD, aggregate, digest, earlier_runs, markdown, merge_key, plot  # noqa: E402
+
+from promptkit import PromptModel, get_strategy, load_task, sample_k_shot  # noqa: E402
+from promptkit.backbones import DEFAULT_BACKBONE  # noqa: E402
+from promptkit.catalog import list_templates, load_template, load_verbalizer, paired_verbalizer  # noqa: E402
+from promptkit.scoring import calibrated  # noqa: E402
+from promptkit.tasks import get_task  # noqa: E402
+
+logger = logging.getLogger("pet")
+TASKS = ("ag_news", "sst2", "rte")
+METHODS = ("head_finetune", "pvp_finetune", "pet", "ipet", "zero_shot_cf")
+ZERO_LABEL_METHODS = ("ipet", "zero_shot_cf")  # the only ones run at |T| = 0 (zero_shot_cf only there)
+SEEDS = (13, 21, 42)
+# CPU default: three templates per task, mask at the end (one forward pass per example on a causal LM).
+DEFAULT_PVPS = {
+    "ag_news": ("ag_news/topic_end", "ag_news/about_end", "ag_news/paren"),
+    "sst2": ("sst2/it_was", "sst2/all_in_all", "sst2/review_sentiment"),
+    "rte": ("rte/question_yes_no", "rte/true_or_false", "rte/question_true_false"),
+}
+SST2_PER_CLASS = 16
+RUNS = Path(__file__).resolve().parent / "runs"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    p.add_argument("--sizes", nargs="+", type=int, default=[0, 10, 50], help="ag_news |T| values (0: iPET only)")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--pvps", nargs="+", default=None, metavar="NAME",
+                   help="catalog templates (TASK/NAME), each with its paired verbalizer, or 'all'; "
+                        "tasks named by none use the 3-template default")  # fmt: skip
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="alias or local transformers folder")
+    p.add_argument("--repetitions", type=int, default=1, help="PET members per PVP (PET: 3)")
+    p.add_argument("--unlabeled", type=int, default=500, help="unlabelled pool size")
+    p.add_argument("--steps", type=int, default=50, help="optimizer steps per member / fine-tune / head run")
+    p.add_argument("--distill-steps", type=int, default=50, help="optimizer steps of the PET/iPET distillation")
+    p.add_argument("--batch-size", type=int, default=4, help="batch size of every training (PET: 4)")
+    p.add_argument("--lr", type=float, default=2e-5, help="members, pvp_finetune and distillation learning rate")
+    p.add_argument("--lr-head", type=float, default=2e-5, help="head_finetune learning rate")
+    p.add_argument("--generations", type=int, default=2, help="iPET generations (iPET: 3)")
+    p.add_argument("--scale-factor", type=int, default=5)
+    p.add_argument("--sample-ratio", type=float, default=0.25)
+    p.add_argument("--eval-limit", type=int, default=1000, help="at most N evaluation rows (0: all)")
+    p.add_argument("--max-length", type=int, default=256, help="most tokens per input")
+    p.add_argument("--output-dir", type=Path, default=RUNS, help="PET/iPET member stores (resume)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--merge", nargs="*", type=Path, default=[], metavar="JSON", help="reuse matching finished runs")
+    args = p.parse_args(argv)
+    if min(args.steps, args.distill_steps, args.batch_size, args.repetitions, args.generations) < 1:
+        p.error("--steps, --distill-steps, --batch-size, --repetitions and --generations must be >= 1")
+    if min(args.sizes) < 0 or args.unlabeled < 1 or args.eval_limit < 0:
+        p.error("--sizes must be >= 0, --unlabeled >= 1, --eval-limit >= 0")
+    args.pvp_names = choose_pvps(p, args.tasks, args.pvps)
+    return args
+
+
+def choose_pvps(parser: argparse.ArgumentParser, tasks: list[str], names: list[str] | None) -> dict[str, list[str]]:
+    chosen: dict[str, list[str]] = {}
+    for name in names or []:
+        for task in tasks if name == "all" else [name.partition("/")[0]]:
+            if name == "all":
+                chosen[task] = list_templates(task)
+            elif name not in list_templates(task if task in TASKS else None):
+                parser.error(f"--pvps {name!r}: not a catalog template (TASK/NAME, e.g. sst2/it_was) or 'all'")
+            elif name not in chosen.setdefault(task, []):
+                chosen[task].append(name)
+    return {task: chosen.get(task) or list(DEFAULT_PVPS[task]) for task in tasks}
+
+
+# ------------------------------------------------------------------- data
+def _positions(rows: list[dict]) -> list[dict]:
+    return [{**row, "_pos": i} for i, row in enumerate(rows)]
+
+
+def _unlabeled(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "label"} for row in rows]
+
+
+def draw_pools(task: str, size: int, seed: int, n_unlabeled: int, eval_limit: int, files: dict) -> Split:
+    """T, the unlabelled pool (labels dropped) and the evaluation rows of one (task, |T|, seed); pairwise disjoint.
+
+    ``files`` holds the task's rows, each with its position ``_pos``: ``pool`` (T and the
+    unlabelled rows are drawn from it), ``eval`` (None: the rest of ``pool``), ``train`` (a fixed T).
+    The unlabelled pool and the evaluation rows of ag_news do not depend on |T| (T is taken from a
+    reserved front of a seeded permutation), so every |T| of a seed is evaluated on the same rows.
+    """
+    pool, rng = files["pool"], random.Random(seed)
+    if files.get("train") is not None:  # rte: FewGLUE's T
+        train = files["train"]
+        seen = {(r["premise"], r["hypothesis"]) for r in train}
+        rest = [r for r in pool if (r["premise"], r["hypothesis"]) not in seen]
+    elif files["eval"] is None:  # ag_news: one file
+        order = rng.sample(range(len(pool)), len(pool))
+        reserve = max(files["max_size"], size)
+        train = [pool[i] for i in order[:size]]
+        rest = [pool[i] for i in order[reserve:]]
+    else:  # sst2: 16 per class from train
+        train = sample_k_shot(pool, SST2_PER_CLASS, seed=seed)
+        taken = {r["_pos"] for r in train}
+        rest = [r for r in pool if r["_pos"] not in taken]
+    if files["eval"] is None:
+        unlabeled, evaluation = rest[:n_unlabeled], rest[n_unlabeled:]
+    else:
+        unlabeled, evaluation = rng.sample(rest, min(n_unlabeled, len(rest))), files["eval"]
+    evaluation = evaluation[:eval_limit] if eval_limit else evaluation
+    return Split(get_task(task).fields, train, _unlabeled(unlabeled), evaluation)
+
+
+def load_files(task: str, sizes: list[int]) -> dict:
+    if task == "ag_news":
+        return {"pool": _positions(load_task(task, "test")), "eval": None, "max_size": max(sizes)}
+    if task == "sst2":
+        return {"pool": _positions(load_task(task, "train")), "eval": _positions(load_task(task, "dev"))}
+    return {"pool": _positions(load_task(task, "train")), "eval": _positions(load_task(task, "val")),
+            "train": _positions(load_task(task, "fewglue_train"))}  # fmt: skip
+
+
+def task_sizes(task: str, args: argparse.Namespace, files: dict) -> list[int]:
+    if task == "ag_news":
+        return list(dict.fromkeys(args.sizes))
+    return [len(files["train"])] if task == "rte" else [SST2_PER_CLASS * len(get_task(task).labels)]
+
+
+def applies(method: str, size: int) -> bool:
+    return method in ZERO_LABEL_METHODS if size == 0 else method != "zero_shot_cf"
+
+
+# ---------------------------------------------------------------- methods
+def run_settings(args: argparse.Namespace, task: str, method: str, split: Split) -> dict:
+    """Everything that decides one run's result besides (task, |T|, seed): the rows included."""
+    rows = {name: [r.get("_pos") for r in getattr(split, name)] for name in ("train", "dev", "eval")}
+    settings = {"backbone": args.backbone, "max_length": args.max_length, "rows": digest(rows)}
+    if method != "head_finetune":
+        settings["pvps"] = args.pvp_names[task]
+    if method == "zero_shot_cf":
+        return settings
+    settings |= {"steps": args.steps, "batch_size": args.batch_size}
+    settings["learning_rate"] = args.lr_head if method == "head_finetune" else args.lr
+    if method in ("pet", "ipet"):
+        settings |= {"repetitions": args.repetitions, "distill_steps": args.distill_steps}
+    if method == "ipet":
+        settings |= {"generations": args.generations, "scale_factor": args.scale_factor,
+                     "sample_ratio": args.sample_ratio}  # fmt: skip
+    return settings
+
+
+def _accuracy(rows: list[dict], predicted: list) -> float:
+    return float(np.mean([row["label"] == p for row, p in zip(rows, predicted, strict=True)]))
+
+
+def _pvps(names: list[str]) -> list[tuple]:
+    return [(load_template(name), load_verbalizer(paired_verbalizer(name))) for name in names]
+
+
+def run_method(method: str, task: str, seed: int, split: Split, backbones: Backbones, args, settings: dict) -> dict:
+    """Train and evaluate one run; its accuracy (and per-PVP variants) as a dict."""
+    member = {"learning_rate": args.lr, "max_steps": args.steps, "batch_size": args.batch_size, "seed": seed,
+              "progress": False}  # fmt: skip
+    if method == "head_finetune":
+        options = Settings(args.steps, args.batch_size, 0, args.max_length, {"head_finetune": args.lr_head})
+        labelled = Split(split.fields, split.train, [], split.eval)  # the pool has no labels: no dev set
+        return {"accuracy": _accuracy(split.eval, run_head_finetune(backbones, get_task(task).labels, labelled,
+                                                                    options, seed))}  # fmt: skip
+    pvps = _pvps(args.pvp_names[task])
+
+    def prompt_model(template, verbalizer) -> PromptModel:
+        return PromptModel(backbones.lm, backbones.tokenizer, template, verbalizer, head=backbones.head,
+                           max_length=args.max_length, batch_size=EVAL_BATCH)  # fmt: skip
+
+    if method in ("pvp_finetune", "zero_shot_cf"):
+        per_pvp = {}
+        for name, (template, verbalizer) in zip(args.pvp_names[task], pvps, strict=True):
+            if method == "zero_shot_cf":
+                model = prompt_model(template, verbalizer)
+                scores = calibrated(model.label_log_probs(split.eval), model.content_free_prior())
+                predicted = [verbalizer.labels[i] for i in scores.argmax(-1).tolist()]
+            else:
+                model = get_strategy("finetune", config=member).fit(prompt_model(template, verbalizer).clone(),
+                                                                   split.train)  # fmt: skip
+                predicted = model.predict(split.eval, progress=False)
+            per_pvp[name] = _accuracy(split.eval, predicted)
+            del model
+            gc.collect()
+        values = list(per_pvp.values())
+        return {"accuracy": float(np.mean(values)), "per_pvp": per_pvp,
+                "variants": {"mean": float(np.mean(values)), "best": max(values)}}  # fmt: skip
+    folder = args.output_dir / f"{task}_T{len(split.train)}_seed{seed}_{method}_{digest(settings, 8)}"
+    extra = {"generations": args.generations, "scale_factor": args.scale_factor,
+             "sample_ratio": args.sample_ratio} if method == "ipet" else {}  # fmt: skip
+    strategy = get_strategy(method, pvps=pvps, repetitions=args.repetitions, config=member,
+                            distill_config={**member, "max_steps": args.distill_steps}, seed=seed,
+                            output_dir=folder, **extra)  # fmt: skip
+    model = strategy.fit(prompt_model(*pvps[0]).clone(), split.train, split.dev)
+    accuracy = _accuracy(split.eval, model.predict(split.eval, progress=False))
+    trained = [m for m in strategy.members_ if not m.get("error")]
+    return {"accuracy": accuracy, "store": str(folder), "pvp_accuracies": strategy.pvp_accuracies_,
+            "members": len(trained), "members_loaded": sum(bool(m.get("loaded")) for m in trained),
+            "member_errors": [m["error"] for m in strategy.members_ if m.get("error")],
+            "generations": strategy.generations_}  # fmt: skip
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------- grid
+def notes_for(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    settings = [
+        f"backbone {args.backbone}; seeds {args.seeds}; max length {args.max_length} tokens",
+        f"members, pvp_finetune and head_finetune: {args.steps} steps of batch {args.batch_size}, "
+        f"lr {args.lr} (head {args.lr_head}); PET repetitions {args.repetitions} per PVP; distillation "
+        f"{args.distill_steps} steps (temperature 2, weighting wmean); iPET {args.generations} generations, "
+        f"scale factor {args.scale_factor}, sample ratio {args.sample_ratio}",
+        f"unlabelled pool {args.unlabeled} rows; evaluation at most {args.eval_limit or 'all'} rows",
+        *[f"{task} PVPs: {', '.join(names)} (paired verbalizers)" for task, names in args.pvp_names.items()],
+    ]
+    notes = ["no dev set: every method is evaluated at its last step (PET's setting)."]
+    if "ag_news" in args.tasks:
+        notes.append("ag_news: only its test file exists here; T (uniform, not class-balanced) and the unlabelled "
+                     "pool are drawn from it with the seed, and accuracy is on a disjoint part of it.")  # fmt: skip
+    if "sst2" in args.tasks:
+        notes.append(f"sst2: T = {SST2_PER_CLASS} per class from train, pool from the rest of train, eval on dev.")
+    if "rte" in args.tasks:
+        notes.append("rte: T = FewGLUE's 32 (same for every seed), pool = SuperGLUE train less T, eval on val.")
+    notes.append("pvp_finetune / zero_shot_cf (best): the PVP best on the evaluation set itself (optimistic).")
+    return settings, notes
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.rows = args, []
+        self.earlier = earlier_runs(args.merge)
+        self._backbones: Backbones | None = None
+
+    @property
+    def backbones(self) -> Backbones:
+        if self._backbones is None:  # nothing loaded when every run is merged
+            self._backbones = Backbones(self.args.backbone)
+        return self._backbones
+
+    def run(self, save) -> None:
+        for task in self.args.tasks:
+            files = load_files(task, self.args.sizes)
+            for size in task_sizes(task, self.args, files):
+                for seed in self.args.seeds:
+                    split = draw_pools(task, size, seed, self.args.unlabeled, self.args.eval_limit, files)
+                    for method in (m for m in self.args.methods if applies(m, size)):
+                        self.run_one(task, size, seed, method, split)
+                        save()
+
+    def run_one(self, task: str, size: int, seed: int, method: str, split: Split) -> None:
+        settings = run_settings(self.args, task, method, split)
+        about = {"task": task, "size": size, "seed": seed, "method": method, "settings": settings}
+        earlier = self.earlier.get(merge_key(about))
+        if earlier is not None:
+            logger.info("%s |T|=%d seed=%d %s: reused from --merge", task, size, seed, method)
+            self.rows.append({**earlier, "reused": True})
+            return
+        sizes = {"n_train": len(split.train), "n_unlabeled": len(split.dev), "n_eval": len(split.eval)}
+        backbones = self.backbones  # loading is not part of a run's time
+        start = time.perf_counter()
+        try:
+            result = run_method(method, task, seed, split, backbones, self.args, settings)
+            error = None
+        except Exception as err:  # noqa: BLE001 - one failing run must not end the grid
+            logger.exception("%s |T|=%d seed=%d %s failed", task, size, seed, method)
+            result, error = {"accuracy": None}, f"{type(err).__name__}: {err}"
+        seconds = time.perf_counter() - start
+        row = {**about, **result, **sizes, "seconds": seconds, "peak_rss_mib": peak_rss_mib(), "error": error,
+               "reused": False}  # fmt: skip
+        logger.info("%s |T|=%d seed=%d %s: accuracy %s in %.0f s", task, size, seed, method, row["accuracy"], seconds)
+        self.rows.append(row)
+        gc.collect()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    name, out = f"pet_{Path(args.backbone).name}", args.out or RESULTS
+    settings_lines, notes = notes_for(args)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("merge", "pvps")}
+    runner = Runner(args)
+
+    def save() -> dict:
+        aggregates = aggregate(runner.rows)
+        table = markdown(aggregates, settings_lines, notes)
+        payload = {"config": config, "environment": environment(), "settings": settings_lines, "notes": notes,
+                   "std": STD, "peak_rss": "ru_maxrss of the process after the run: the peak so far, not per run",
+                   "runs": runner.rows, "aggregates": aggregates}  # fmt: skip
+        write_results(name, payload, table, out)
+        plot(aggregates, out / f"{name}.png", f"PET / iPET, {args.backbone}")
+        return {**payload, "table": table}
+
+    runner.run(save)
+    payload = save()
+    print(f"\n{payload.pop('table')}\n\nwrote {out / name}.json")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
