@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "environment": environment(),
         "results": rows,
     }
-    path = write_results(f"autoprompt_sst2_{args.backbone}", payload, table, args.out)
+    path = write_results(f"autoprompt_sst2_{Path(args.backbone).name}", payload, table, args.out)
     print(f"\n{table}\n\nwrote {path}")
     return payload
 

@@ -23,7 +23,7 @@ from promptkit import persistence
 from promptkit.addons import AddOn
 from promptkit.backbones import DEFAULT_BACKBONE, HeadKind, load_backbone
 from promptkit.cloze import ClozeBatch, ClozeEncoder
-from promptkit.errors import ConfigError, DataError, check_choice, did_you_mean
+from promptkit.errors import ConfigError, DataError, EncodingError, check_choice, did_you_mean
 from promptkit.examples import as_examples, labels_of
 from promptkit.label_words import LabelWordTable
 from promptkit.model_options import as_kind, check_int, checked_head, checked_max_length
@@ -336,9 +336,18 @@ class PromptModel(torch.nn.Module):
     def content_free_prior(self) -> torch.Tensor:
         """``[n_labels]`` log of the mean label distribution for content-free inputs (``"N/A"`` ...)."""
         fields = sorted(self.template.variables)
-        special = set(self.tokenizer.all_special_tokens)  # "[MASK]" is a real mask for a BERT tokenizer
-        free = [dict.fromkeys(fields, text) for text in CONTENT_FREE if text not in special]
-        return mean_prior(self.label_log_probs(free, progress=False))
+        special = set(self.tokenizer.all_special_tokens)  # kept as before: "[MASK]" is skipped for BERT tokenizers
+        scores = []
+        for text in CONTENT_FREE:
+            if text in special:
+                continue
+            try:
+                scores.append(self.label_log_probs([dict.fromkeys(fields, text)], progress=False))
+            except EncodingError:  # "" leaves a causal LM nothing before "{{ text }} {{ mask }}"'s mask
+                continue
+        if not scores:
+            raise EncodingError(f"template {self.template.name!r} cannot score any content-free input {CONTENT_FREE}")
+        return mean_prior(torch.cat(scores))
 
     def _calibrated(self, log_probs: torch.Tensor) -> torch.Tensor:
         if self.calibrate == "none" or len(log_probs) == 0:

@@ -176,6 +176,9 @@ def write_triggers(text: str, groups: Sequence[str], sizes: Sequence[int]) -> st
         )
     pieces, pos = [], 0
     for match, words in zip(calls, groups):
+        before = text[pos : match.start()]
+        if before and not before[-1].isspace():  # "{{ text }}{{ trigger(2) }}": BPE triggers carried the space
+            words = " " + words
         words = words if not any(c in words for c in "{}%#") else "{% raw %}" + words + "{% endraw %}"
         pieces += [text[pos : match.start()], words]
         pos = match.end()
