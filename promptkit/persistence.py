@@ -62,11 +62,6 @@ def missing_prompt_error(name_or_path: str) -> PromptkitError:
     )
 
 
-def verbalizer_to_dict(verbalizer: Verbalizer) -> dict[str, Any]:
-    """Deprecated spelling of ``verbalizer.to_dict()`` (checkpoint manifests use it)."""
-    return {"name": verbalizer.name, "label_words": {k: list(v) for k, v in verbalizer.label_words.items()}}
-
-
 # ------------------------------------------------------------------ add-ons
 def save_addon(addon: AddOn, directory: Path) -> None:
     """Write an add-on: ``config.json`` (type + config) and ``model.safetensors``."""

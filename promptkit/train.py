@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from promptkit import checkpoint
+from promptkit import checkpoint, checkpoint_manifest
 from promptkit.errors import ConfigError, DataError
 from promptkit.examples import as_examples, labels_of, target_distributions
 from promptkit.losses import CrossEntropy, Loss
@@ -83,7 +83,7 @@ def train(
     if config.patience is not None and dev_rows is None:
         logger.warning("TrainConfig.patience=%s has no effect without a dev set", config.patience)
     prompts = render_all(model.template, rows)
-    manifest = checkpoint.run_manifest(model, prompts, target, config)
+    manifest = checkpoint_manifest.run_manifest(model, prompts, target, config)
     loss = _check_loss(loss)
     manifest["loss"] = loss.config()
     set_seed(config.seed)

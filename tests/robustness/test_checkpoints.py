@@ -23,7 +23,8 @@ from _train_worker import KEYWORD, TEMPLATE, VERBALIZER, load_backbone_model
 from safetensors.torch import load_file, save_file
 
 from promptkit import PromptModel, atomic, checkpoint
-from promptkit.checkpoint import MAY_CHANGE, SETTINGS, check_manifest, trainable_state
+from promptkit.checkpoint import trainable_state
+from promptkit.checkpoint_manifest import MAY_CHANGE, SETTINGS, check_manifest
 from promptkit.errors import CheckpointError
 from promptkit.train import train
 from promptkit.train_config import TrainConfig
