@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from promptkit.errors import BackboneError, ConfigError, SavedModelError
+from promptkit.file_readers import read_json, read_safetensors
 from promptkit.train_config import config_from_dict
 
 
@@ -104,7 +105,11 @@ def save_adapter(backbone: torch.nn.Module, directory: Path) -> None:
 def load_adapter(backbone: torch.nn.Module, directory: Path) -> None:
     """Inject the adapters saved by :func:`save_adapter` into ``backbone`` (in place)."""
     peft = import_peft()
+    settings = read_json(directory / "adapter_config.json")  # a damaged file is named before peft reads it
+    weights = read_safetensors(directory / "adapter_model.safetensors")
+    if not isinstance(settings, dict):
+        raise SavedModelError(f"{directory / 'adapter_config.json'} must hold a JSON object, got {settings!r}")
     peft.inject_adapter_in_model(peft.LoraConfig.from_pretrained(str(directory)), backbone)
-    loaded = peft.set_peft_model_state_dict(backbone, load_file(str(directory / "adapter_model.safetensors")))
+    loaded = peft.set_peft_model_state_dict(backbone, weights)
     if loaded.unexpected_keys:
         raise SavedModelError(f"{directory} has adapter weights the backbone lacks: {loaded.unexpected_keys[:5]}")

@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from promptkit import atomic
 from promptkit.addons import AddOn, addon_class, is_registered
 from promptkit.backbones import ALIASES, load_backbone
 from promptkit.errors import PromptkitError, SavedModelError
+from promptkit.file_readers import read_json, read_safetensors
 from promptkit.lora import load_adapter, save_adapter
 from promptkit.template import Template
 from promptkit.verbalizer import Verbalizer
@@ -79,7 +79,7 @@ def save_addon(addon: AddOn, directory: Path) -> None:
 def load_addon(directory: Path) -> AddOn:
     """Rebuild the add-on written by :func:`save_addon`; every tensor must be there."""
     where = directory / "config.json"
-    saved = _read_json(where)
+    saved = read_json(where)
     if not (isinstance(saved, dict) and isinstance(saved.get("type"), str) and isinstance(saved.get("config"), dict)):
         raise SavedModelError(f"{where} must hold {{'type': str, 'config': {{...}}}}; got {saved!r}")
     cls = addon_class(saved["type"], str(where))
@@ -87,7 +87,7 @@ def load_addon(directory: Path) -> AddOn:
         addon = cls.from_config(saved["config"])
     except (TypeError, ValueError) as err:
         raise SavedModelError(f"{where}: cannot build {saved['type']!r} from its config: {err}") from None
-    weights = _read_safetensors(directory / "model.safetensors")
+    weights = read_safetensors(directory / "model.safetensors")
     expected = addon.state_dict()
     missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     wrong = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
@@ -180,7 +180,7 @@ def load(cls, directory: str, *, template=None, verbalizer=None, head=None, dtyp
 
 def _manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
-    manifest = _read_json(path)
+    manifest = read_json(path)
     if not isinstance(manifest, dict):
         raise SavedModelError(f"{path} must hold a JSON object, got {type(manifest).__name__}")
     version = manifest.get("format_version")
@@ -229,24 +229,6 @@ def _calibration(values: Any, n_labels: int, where: Path) -> torch.Tensor:
             "refit it with model.fit_calibration(...) and save again"
         )
     return torch.tensor(values, dtype=torch.float32)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SavedModelError(f"{path} is missing; the saved model is incomplete") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SavedModelError(f"{path} is not valid JSON ({err}); the file is damaged") from None
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise SavedModelError(f"{path} is missing; the saved model is incomplete") from None
-    except (SafetensorError, OSError, ValueError) as err:
-        raise SavedModelError(f"{path} is not a readable safetensors file ({err}); the file is damaged") from None
 
 
 def _from_yaml(path: Path, build) -> Any:

@@ -12,7 +12,7 @@ from _train_worker import KEYWORD, VERBALIZER
 
 from promptkit import PromptModel, Template, Verbalizer
 from promptkit.catalog import read_templates, read_verbalizers
-from promptkit.errors import StrategyError, TemplateError, VerbalizerError
+from promptkit.errors import CatalogError, StrategyError, TemplateError, VerbalizerError
 from promptkit.strategies import AutoPrompt, TriggerTokens, get_strategy
 from promptkit.strategies import autoprompt_search as search
 from promptkit.strategies.autoprompt_words import mask_features
@@ -247,6 +247,12 @@ def test_save_prompt_writes_catalog_yaml(causal, bpe_tokenizer, tmp_path):
     assert '- "good"' in (tmp_path / "verbalizers" / "kw.yaml").read_text()  # every word quoted
     reloaded = PromptModel(causal.backbone, bpe_tokenizer, templates["found"], verbalizers["found"])
     assert reloaded.score(ALL_GOOD) == causal.score(ALL_GOOD)
+    foreign = tmp_path / "other"
+    (foreign / "templates").mkdir(parents=True)
+    (foreign / "templates" / "kw.yaml").write_text("- a list, not a catalog\n")
+    with pytest.raises(CatalogError, match=r"kw.yaml holds a list, not a catalog mapping"):
+        strategy.save_prompt(foreign, "found")
+    assert (foreign / "templates" / "kw.yaml").read_text() == "- a list, not a catalog\n"  # never overwritten
 
 
 def test_trigger_tokens_save_and_load_with_the_model(tiny_causal, bpe_tokenizer, tmp_path):

@@ -197,6 +197,10 @@ def test_resume_skips_finished_members_and_refuses_other_settings(causal, tiny_c
         Pet(repetitions=2, config=TINY, output_dir=out).fit(fresh, KEYWORD, POOL[:10])
     with pytest.raises(ConfigError, match="differs from output_dir"):
         Pet(output_dir=out).fit(fresh, KEYWORD, POOL, resume_from=tmp_path / "elsewhere")
+    scores = out / "generation-0/member-0-1/scores.safetensors"
+    scores.write_bytes(scores.read_bytes()[:40])  # a truncated member file is named, not a raw SafetensorError
+    with pytest.raises(CheckpointError, match=r"member-0-1/scores.safetensors is not a readable safetensors file"):
+        Pet(repetitions=2, config=TINY, output_dir=out).fit(fresh, KEYWORD, POOL)
 
 
 def test_redistill_from_saved_scores(causal, tiny_causal, bpe_tokenizer, tmp_path, fits):

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from promptkit.atomic import write_text
-from promptkit.errors import StrategyError
+from promptkit.errors import CatalogError, StrategyError
 from promptkit.label_words import tokenize_in_context
 from promptkit.scoring import output_features
 from promptkit.strategies.autoprompt_search import fit_mask, top_tokens_per_label
@@ -101,8 +101,13 @@ _Dumper.add_representer(_Quoted, lambda dumper, value: dumper.represent_scalar("
 
 def _merged(path: Path, task: str, kind: str, name: str, entry: dict[str, Any]) -> str:
     """The YAML text of ``path`` (created if missing) with ``entry`` under ``kind`` -> ``name``."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
-    data = data if isinstance(data, dict) else {"task": task}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise CatalogError(f"{path} is not valid YAML ({err}); fix or move it before saving a prompt there") from None
+    if data is not None and not isinstance(data, dict):  # never overwrite a file we cannot merge into
+        raise CatalogError(f"{path} holds a {type(data).__name__}, not a catalog mapping; move it before saving")
+    data = data if data is not None else {"task": task}
     data.setdefault(kind, {})
     data[kind] = {**(data[kind] or {}), name: entry}
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)

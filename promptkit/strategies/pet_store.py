@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from promptkit import atomic
 from promptkit.errors import CheckpointError
+from promptkit.file_readers import read_json, read_safetensors
 
 SETTINGS = "settings.json"
 ENSEMBLE = "ensemble.safetensors"
@@ -79,10 +79,7 @@ class PetStore:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic.write_text(path, json.dumps(self.settings, indent=1, sort_keys=True))
             return
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"cannot read {path}: {err}; delete the folder or pick another output_dir") from None
+        old = read_json(path, CheckpointError)
         before, now = _flat(old), _flat(self.settings)
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k, ...) != now.get(k, ...))
         if changed:
@@ -114,11 +111,13 @@ class PetStore:
         folder = atomic.recover_dir(self.member_dir(generation, pvp, repetition))
         if not (folder / "member.json").exists():
             return None
-        try:
-            info = json.loads((folder / "member.json").read_text(encoding="utf-8"))
-            scores = load_file(str(folder / "scores.safetensors"))["log_probs"].numpy()
-        except (OSError, ValueError, KeyError) as err:
-            raise CheckpointError(f"member folder {folder} is damaged ({err}); delete it to train it again") from None
+        info = read_json(folder / "member.json", CheckpointError)
+        tensors = read_safetensors(folder / "scores.safetensors", CheckpointError)
+        if not isinstance(info, dict) or "log_probs" not in tensors:
+            raise CheckpointError(
+                f"member folder {folder} is damaged (no member info or log_probs); delete it to retrain"
+            )
+        scores = tensors["log_probs"].numpy()
         return scores, info
 
     def save_member(self, generation: int, pvp: int, repetition: int, scores: np.ndarray, info: dict) -> None:
@@ -140,11 +139,14 @@ class PetStore:
         path = None if self.root is None else self.root / ENSEMBLE
         if path is None or not path.exists():
             raise CheckpointError(f"no saved ensemble at {path}; run fit(...) with output_dir={str(self.root)!r} first")
-        return load_file(str(path))["soft_labels"].numpy()
+        tensors = read_safetensors(path, CheckpointError)
+        if "soft_labels" not in tensors:
+            raise CheckpointError(f"{path} is damaged: it holds no soft_labels; run fit(...) again to rebuild it")
+        return tensors["soft_labels"].numpy()
 
     def saved_settings(self) -> dict[str, Any]:
         """The folder's ``settings.json``; CheckpointError if missing."""
         path = None if self.root is None else self.root / SETTINGS
         if path is None or not path.exists():
             raise CheckpointError(f"{path} does not exist: output_dir {self.root} holds no PET run")
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path, CheckpointError)

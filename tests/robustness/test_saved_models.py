@@ -226,3 +226,17 @@ def test_a_crash_between_the_two_renames_is_recovered(base_dir, tmp_path):
     loaded = PromptModel.from_pretrained(str(target))
     assert target.is_dir() and not (tmp_path / "m.old").exists()
     np.testing.assert_array_equal(loaded.predict_proba(EXAMPLES), model.predict_proba(EXAMPLES))
+
+
+@pytest.mark.parametrize("name", ["adapter_model.safetensors", "adapter_config.json"])
+def test_a_damaged_lora_adapter_file_is_named(name, base_dir, tmp_path):
+    from promptkit import get_strategy
+
+    model = PromptModel.from_pretrained(str(base_dir), template=TEMPLATE, verbalizer=VERBALIZER)
+    config = {"learning_rate": 1e-3, "max_steps": 1, "progress": False}
+    get_strategy("finetune", config=config, lora={"r": 2}).fit(model, KEYWORD)
+    model.save_pretrained(str(tmp_path / "lora"))
+    damaged = tmp_path / "lora" / "adapter" / name
+    damaged.write_bytes(damaged.read_bytes()[:20])
+    with pytest.raises(SavedModelError, match=rf"adapter/{name} is not (a readable safetensors file|valid JSON)"):
+        PromptModel.from_pretrained(str(tmp_path / "lora"))
