@@ -102,6 +102,17 @@ def _check_loss(loss: Loss | None) -> Loss:
     return loss
 
 
+def _adamw(params: list[torch.nn.Parameter], rate: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, fused into one kernel where torch has one for the parameters' device (CPU, CUDA).
+
+    PyTorch's default on CPU is a Python loop over tensors: on the 135M default backbone it
+    took a third of each full fine-tuning step (1.8 s of 5.6 s, 2 cores); the fused kernel
+    does the same update (deterministically) about 3x faster.
+    """
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=rate, weight_decay=weight_decay, fused=fused or None)
+
+
 def _check_dev(model: PromptModel, dev: Any, label_key: str, trained: set[int]) -> list[dict] | None:
     if dev is None:
         return None
@@ -145,7 +156,7 @@ class _Run:
         if not self.params:
             raise ConfigError("the model has no trainable parameters (requires_grad is False everywhere)")
         rate = config.resolved_learning_rate  # None: DEFAULT_LEARNING_RATE
-        self.optimizer = torch.optim.AdamW(self.params, lr=rate, weight_decay=config.weight_decay)
+        self.optimizer = _adamw(self.params, rate, config.weight_decay)
         n_batches = math.ceil(len(prompts) / config.batch_size)
         self.total = config.max_steps or config.epochs * math.ceil(n_batches / config.grad_accumulation)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config, self.total))
