@@ -78,9 +78,7 @@ class AddOn(torch.nn.Module):
         """The keyword arguments for the backbone call (``input_ids`` or ``inputs_embeds``, ``attention_mask``)."""
         return inputs
 
-    def label_scores(
-        self, model: Any, batch: ClozeBatch, scores: torch.Tensor, features: torch.Tensor
-    ) -> torch.Tensor:
+    def label_scores(self, model: Any, batch: ClozeBatch, scores: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` label scores from the word scores ``scores`` and the head's input ``features`` ``[B, H']``."""
         return scores
 

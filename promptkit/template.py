@@ -318,4 +318,3 @@ def render_all(template: Template, examples: list[Mapping[str, Any]]) -> list[Pr
         except TemplateError as err:
             raise TemplateError(f"row {row}: {err}") from None
     return prompts
-

@@ -12,7 +12,7 @@ from _train_worker import KEYWORD, TEMPLATE, VERBALIZER
 
 from promptkit import PromptModel, Template, Verbalizer
 from promptkit.catalog import list_templates
-from promptkit.errors import CheckpointError, ConfigError, DataError, StrategyError
+from promptkit.errors import CheckpointError, ConfigError, DataError, StrategyError, VerbalizerError
 from promptkit.strategies import IPet, Pet, get_strategy, pet_data
 from promptkit.strategies.finetune import Finetune
 from promptkit.strategies.pet_math import (
@@ -133,7 +133,8 @@ def test_pet_ensemble_beats_the_single_blind_pvp(causal, fits):
     blind = get_strategy("finetune", config=FAST).fit(causal.clone().with_prompt(BLIND), KEYWORD)
     assert blind.score(TEST) <= 0.75
     fits.clear()
-    pet = Pet(pvps=[(TEMPLATE, VERBALIZER), (BLIND, VERBALIZER)], repetitions=1, config=FAST, weighting="mean")
+    pet = Pet(pvps=[(TEMPLATE, VERBALIZER), (BLIND, VERBALIZER)], repetitions=1, config=FAST, weighting="mean",
+              evaluate_on=TEST)  # fmt: skip
     fitted = pet.fit(causal, KEYWORD, POOL)
     assert fitted is causal and fitted.template is TEMPLATE
     assert fitted.score(TEST) == 1.0
@@ -143,6 +144,13 @@ def test_pet_ensemble_beats_the_single_blind_pvp(causal, fits):
     assert [m["weight"] for m in pet.members_] == [0.5, 0.5]
     assert all(m["steps"] == 30 and m["final_loss"] is not None for m in pet.members_)
     assert len(pet.pvp_accuracies_) == 2 and pet.result_.steps == 30
+    # evaluate_on measures each member (the single-PVP baseline): the reading PVP is perfect, the blind one is not
+    reading, blind_member = (m["eval_accuracy"] for m in pet.members_)
+    assert reading == 1.0 and blind_member <= 0.75
+    with pytest.raises(VerbalizerError, match="row 0"):
+        Pet(pvps=[(TEMPLATE, VERBALIZER)], config=TINY, evaluate_on=[{"text": "x", "label": 7}]).fit(
+            causal, KEYWORD, POOL
+        )
 
 
 def test_ipet_two_generations(causal, fits):

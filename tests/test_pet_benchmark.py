@@ -99,7 +99,12 @@ def test_tiny_grid_writes_json_and_markdown_and_merge_reuses_matching_runs(tiny_
         assert run["error"] is None, run["error"]
         assert 0.0 <= run["accuracy"] <= 1.0 and run["seconds"] > 0 and run["peak_rss_mib"] > 0
         assert (run["n_unlabeled"], run["n_eval"]) == (12, 6)
-    assert set(runs[(4, "pvp_finetune")]["per_pvp"]) == {"ag_news/topic_end", "ag_news/paren"}
+    single = runs[(4, "pvp_finetune")]  # read off PET's own members, each scored on the evaluation rows
+    assert set(single["per_pvp"]) == {"ag_news/topic_end", "ag_news/paren"}
+    members = {m[1]: m[2] for m in runs[(4, "pet")]["member_eval"]}
+    assert single["per_pvp"] == {"ag_news/topic_end": members[0], "ag_news/paren": members[1]}
+    with pytest.raises(SystemExit):  # the baseline needs the PET run it is measured on
+        main([*base, "--methods", "pvp_finetune", "--out", str(tmp_path / "none")])
     assert runs[(4, "pet")]["members"] == 2 and Path(runs[(4, "pet")]["store"]).is_dir()
     table = (first / f"{name}.md").read_text()
     assert "| ag_news | 4 | pet |" in table and "| ag_news | 0 | zero_shot_cf (best) |" in table

@@ -22,6 +22,7 @@ skips finished members, and :meth:`Pet.distill` redoes only the distillation.
 from __future__ import annotations
 
 import gc
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from promptkit.errors import ConfigError, DataError, StrategyError
-from promptkit.examples import as_examples, target_distributions
+from promptkit.examples import as_examples, labels_of, target_distributions
 from promptkit.lora import LoraSettings
 from promptkit.losses import AuxiliaryLM, Distillation
 from promptkit.model import PromptModel
@@ -81,11 +82,17 @@ class Pet(StrategyBase):
         lora: as for :class:`Finetune`: train LoRA adapters instead of every weight.
         seed: members' seeds are ``seed + 1000 * generation + member index``.
         output_dir: where scores and settings are kept (None: nothing on disk, no resume).
+        evaluate_on: labelled rows each trained member is scored on after training; its
+            accuracy is kept as ``eval_accuracy`` in ``members_`` (and its member.json).
+            They play no part in training, weighting or the ensemble: this is how the
+            single-PVP baseline PET's paper reports (the members themselves) is measured.
 
     Attributes:
         members_: per trained or loaded member: generation, pvp, repetition, seed, accuracy
             (its PVP's before training; None without labelled rows), weight (in its
-            generation's ensemble), steps, final_loss, loaded (from output_dir), error.
+            generation's ensemble), steps, final_loss, seconds (training, scoring and
+            evaluating it), eval_accuracy (on ``evaluate_on``,
+            else None), loaded (from output_dir), error.
         pvp_accuracies_: pre-training accuracy of each PVP on the labelled set.
         soft_labels_: ``[N, L]`` the ensemble's soft labels of the unlabelled rows.
         generations_: per generation: training-set ``sizes`` and ``label_counts`` per member.
@@ -109,6 +116,7 @@ class Pet(StrategyBase):
         lora: bool | Mapping[str, Any] | LoraSettings = False,
         seed: int = 42,
         output_dir: str | Path | None = None,
+        evaluate_on: Any = None,
     ) -> None:
         owner = type(self).__name__
         self.pvps = pvps
@@ -131,6 +139,8 @@ class Pet(StrategyBase):
         self.lora = lora
         self.seed = data.check_int(owner, "seed", seed, 0)
         self.output_dir = None if output_dir is None else str(output_dir)
+        self.evaluate_on = evaluate_on
+        self._eval_rows = [] if evaluate_on is None else as_examples(evaluate_on)
         self.result_ = None
 
     # ------------------------------------------------------------------ fit
@@ -156,6 +166,7 @@ class Pet(StrategyBase):
         verbalizer = pvps[0][1]
         if not rows and not self.allows_zero_labels:
             raise DataError(f"{owner}.fit needs labelled examples (train); got none. iPET can start without any")
+        labels_of(self._eval_rows, verbalizer, self.config.label_key)  # an unknown label fails now, not after training
         if rows and len(rows) < len(verbalizer.labels):
             warnings.warn(f"{owner}: {len(rows)} labelled rows for {len(verbalizer.labels)} labels", stacklevel=2)
         soft_t = None if not rows else target_distributions(rows, targets, verbalizer, self.config.label_key)
@@ -236,6 +247,7 @@ class Pet(StrategyBase):
             template, verbalizer = pvps[p]
             seed = self.seed + 1000 * g + i
             model = strategy = None
+            start = time.perf_counter()
             try:
                 accuracy = self._accuracy(pristine, pvps, p)
                 model = pristine.with_prompt(template, verbalizer).clone()
@@ -244,6 +256,7 @@ class Pet(StrategyBase):
                 strategy = Finetune(config=config, lora=self.lora, loss=loss)
                 strategy.fit(model, train_rows, targets=train_soft)
                 scores = data.score_rows(model, pool)
+                evaluated = self._evaluate(model)
                 done = strategy.result_
             except Exception as err:  # noqa: BLE001 - one member's failure must not lose the others
                 self.members_.append({"generation": g, "pvp": p, "repetition": r, "seed": seed, "error": repr(err)})
@@ -251,8 +264,10 @@ class Pet(StrategyBase):
             finally:
                 del model, strategy  # at most one member in memory
                 gc.collect()
-            result = {"steps": done.steps, "final_loss": done.losses[-1] if done.losses else None}
-            info = {"generation": g, "pvp": p, "repetition": r, "seed": seed, "accuracy": accuracy, **result}
+            result = {"steps": done.steps, "final_loss": done.losses[-1] if done.losses else None,
+                      "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
+            info = {"generation": g, "pvp": p, "repetition": r, "seed": seed, "accuracy": accuracy, **result,
+                    "eval_accuracy": evaluated}  # fmt: skip
             store.save_member(g, p, r, scores, info)
             self.trained_ += 1
             bar.update(1)
@@ -270,6 +285,14 @@ class Pet(StrategyBase):
                 self.pvp_accuracies_[p] = float((proba.argmax(-1) == soft_t.argmax(-1)).mean())
             self._accuracy_known[p] = True
         return self.pvp_accuracies_[p]
+
+    def _evaluate(self, model: PromptModel) -> float | None:
+        """A trained member's accuracy on ``evaluate_on`` (None without it)."""
+        if not self._eval_rows:
+            return None
+        gold = labels_of(self._eval_rows, model.verbalizer, self.config.label_key)
+        proba = model.predict_proba(self._eval_rows, progress=False)
+        return float((proba.argmax(-1) == np.asarray(gold)).mean())
 
     def _training_set(self, g, i, p, r, rows, soft_t, pool, previous) -> tuple[list[dict], np.ndarray]:
         """PET: every member trains on the labelled rows (iPET overrides this for later generations)."""
@@ -317,7 +340,8 @@ class Pet(StrategyBase):
             "lora": None if lora is None else data.json_ready(vars(lora)), "seed": self.seed,
             "calibrate": model.calibrate, "weights": data.weights_fingerprint(model),
             "data": {"labeled": fingerprint([rows, None if soft_t is None else soft_t.tolist()]),
-                     "unlabeled": fingerprint(pool), "n_labeled": len(rows), "n_unlabeled": len(pool)},
+                     "unlabeled": fingerprint(pool), "n_labeled": len(rows), "n_unlabeled": len(pool),
+                     "evaluate_on": fingerprint(self._eval_rows) if self._eval_rows else None},
         }  # fmt: skip
         settings.update(self._extra_settings())
         return data.json_ready(settings)

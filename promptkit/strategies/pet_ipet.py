@@ -64,9 +64,10 @@ class IPet(Pet):
         generations: int = 3,
         scale_factor: int = 5,
         sample_ratio: float = 0.25,
+        evaluate_on: Any = None,
     ) -> None:
         super().__init__(pvps, repetitions, config, distill_config, weighting, temperature, aux_lm_alpha, lora,
-                         seed, output_dir)  # fmt: skip
+                         seed, output_dir, evaluate_on)  # fmt: skip
         self.generations = self.n_generations = data.check_int("IPet", "generations", generations, 1)
         self.scale_factor = data.check_int("IPet", "scale_factor", scale_factor, 1)
         self.sample_ratio = data.check_number("IPet", "sample_ratio", sample_ratio, 0, 1, "a number in (0, 1]")
