@@ -10,6 +10,10 @@ readme says), writes dollar signs as ``\\$``, has HTML entities (``&lt;``) and e
 remnants whose ``&`` became a space (``Japan #39;s``, ``AT amp;T``, `` quot;``). We map
 ``\\$`` to ``$``, other backslash runs to a space, both entity forms to their
 characters, and collapse whitespace; HTML tags such as ``<b>...</b>`` are kept.
+
+Where the files come from (``$PROMPTKIT_DATA``, a ``shared/data`` folder, the per-user cache
+or the Hugging Face hub) is decided per split by :mod:`promptkit.data`; a split that only the
+hub has (e.g. ``ag_news/train``) still has a path here, the place to put its file by hand.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from promptkit.errors import DataError, did_you_mean
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "PROMPTKIT_DATA"
-_RENAMES = {"sentence": "text", "index": "idx"}
+_RENAMES = {"sentence": "text", "index": "idx", "sentence1": "premise", "sentence2": "hypothesis"}
 _NLI = ("premise", "hypothesis")
 _ENTITY_REMNANT = re.compile(r"(?:^| )(#\d+|quot|amp|lt|gt|hellip);")
 _BOOLS = {"true": True, "false": False}
@@ -75,7 +79,7 @@ TASKS: dict[str, TaskInfo] = {
             "ag_news",
             (1, 2, 3, 4),
             ("title", "description"),
-            {"test": "ag_news/test.csv"},
+            {"test": "ag_news/test.csv", "train": "ag_news/train.csv"},
             "AG News topics (1 World, 2 Sports, 3 Business, 4 Sci/Tech)",
             "test",
         ),
@@ -103,7 +107,7 @@ TASKS: dict[str, TaskInfo] = {
             "boolq",
             (False, True),
             ("passage", "question"),
-            {k: f"boolq/{_SG[k]}" for k in ("val", "fewglue_train", "fewglue_dev32")},
+            {k: f"boolq/{_SG[k]}" for k in ("val", "fewglue_train", "fewglue_dev32", "train")},
             "BoolQ yes/no questions (SuperGLUE)",
             "val",
             "fewglue_train",
@@ -112,7 +116,7 @@ TASKS: dict[str, TaskInfo] = {
             "mnli",
             ("entailment", "neutral", "contradiction"),
             _NLI,
-            {"dev_matched": "mnli/dev_matched.jsonl"},
+            {s: f"mnli/{s}.jsonl" for s in ("dev_matched", "dev_mismatched", "train")},
             "MultiNLI dev-matched",
             "dev_matched",
         ),
@@ -120,9 +124,53 @@ TASKS: dict[str, TaskInfo] = {
             "snli",
             ("entailment", "neutral", "contradiction"),
             _NLI,
-            {"dev": "snli/dev.jsonl"},
+            {s: f"snli/{s}.jsonl" for s in ("dev", "train", "test")},
             "SNLI 1.0 dev (no-consensus '-' rows dropped)",
             "dev",
+            drop_invalid_labels=True,
+        ),
+    )
+}
+
+
+_TNEWS_CODES = (100, 101, 102, 103, 104, 106, 107, 108, 109, 110, 112, 113, 114, 115, 116)
+
+
+def _fewclue_splits(task: str, extra: tuple[str, ...]) -> dict[str, str]:
+    """FewCLUE's split files of one task, then CLUE's full splits (hub-only here)."""
+    names = [f"{kind}_{i}" for kind in ("train", "dev") for i in range(5)]
+    names += ["train_few_all", "dev_few_all", "test_public", "test", *extra]
+    splits = {name: f"fewclue/{task}/{name}.json" for name in names}
+    splits.update({f"clue_{name}": f"clue/{task}/{name}.json" for name in ("train", "dev", "test")})
+    return splits
+
+
+# FewCLUE's TNEWS and OCNLI (Chinese), read from ``fewclue/<task>/*.json`` like the tasks above
+# and mapped onto CLUE's copies on the Hugging Face hub (``clue_train``/``clue_dev``/``clue_test``).
+# Not in TASKS yet: a task is registered together with its catalog templates (issue 15).
+# ``load_task(FEWCLUE_TASKS["tnews"], "train_0")`` reads one meanwhile.
+FEWCLUE_TASKS: dict[str, TaskInfo] = {
+    t.name: t
+    for t in (
+        TaskInfo(
+            "tnews",
+            _TNEWS_CODES,
+            ("text",),
+            _fewclue_splits("tnews", ("unlabeled",)),
+            "TNEWS Chinese news-title topics, FewCLUE (15 codes 100-116; names in label_index2en2zh.json)",
+            "test_public",
+            "train_0",
+            ("test", "unlabeled", "clue_test"),
+        ),
+        TaskInfo(
+            "ocnli",
+            ("entailment", "neutral", "contradiction"),
+            _NLI,
+            _fewclue_splits("ocnli", ()),
+            "OCNLI Chinese NLI, FewCLUE (rows without a gold label dropped)",
+            "test_public",
+            "train_0",
+            ("test", "clue_test"),
             drop_invalid_labels=True,
         ),
     )
@@ -174,13 +222,15 @@ def list_tasks() -> list[str]:
     return sorted(TASKS)
 
 
-def get_task(name: str) -> TaskInfo:
-    """Return the :class:`TaskInfo` for ``name``.
+def get_task(name: str | TaskInfo) -> TaskInfo:
+    """Return the :class:`TaskInfo` for ``name`` (a :class:`TaskInfo` is returned as is).
 
     Example:
         >>> get_task("rte").labels
         ('entailment', 'not_entailment')
     """
+    if isinstance(name, TaskInfo):
+        return name
     try:
         return TASKS[name]
     except (KeyError, TypeError):
@@ -252,15 +302,25 @@ def _normalise(raw: dict[str, Any], task: TaskInfo, labeled: bool, where: str) -
 
 
 def load_task(
-    name: str, split: str | None = None, *, root: str | Path | None = None, limit: int | None = None
+    name: str | TaskInfo, split: str | None = None, *, root: str | Path | None = None, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """Load one split of a task as a list of normalised row dicts.
 
+    Without ``root`` the split comes from the first source that has it, in this order:
+    ``$PROMPTKIT_DATA``, a ``shared/data`` folder above the working directory or the
+    package, the per-user cache (``$PROMPTKIT_CACHE/data``), and the Hugging Face hub
+    (``pip install "promptkit[data]"``; downloaded once into the cache).
+    :func:`promptkit.data.where` tells which one that is.
+
     Args:
-        name: task name (see :func:`list_tasks`).
+        name: task name (see :func:`list_tasks`) or a :class:`TaskInfo`.
         split: split name; defaults to the task's ``default_eval_split``.
-        root: data folder; defaults to :func:`data_root`.
+        root: data folder; only this folder is read (no cache, no hub).
         limit: keep only the first ``limit`` rows (after any dropped rows).
+
+    Raises:
+        promptkit.data.DataUnavailableError: no source has the split (a
+            :class:`DataError` naming the three ways to get it).
 
     Example:
         >>> load_task("sst2", "dev", limit=1)  # doctest: +SKIP
@@ -269,16 +329,30 @@ def load_task(
     task = get_task(name)
     split = task.default_eval_split if split is None else split
     if split not in task.splits:
-        raise DataError(_unknown(f"split of task {name!r}", split, task.splits))
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise DataError(_unknown(f"split of task {task.name!r}", split, task.splits))
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise DataError(f"limit must be a non-negative int or None, got {limit!r}.")
-    path = Path(root if root is not None else data_root()) / task.splits[split]
+    if root is None:
+        from promptkit import data
+
+        return data.read_split(task, split, limit)
+    path = Path(root) / task.splits[split]
     if not path.is_file():
         raise DataError(
-            f"Data file for {name}/{split} not found: {path}. "
+            f"Data file for {task.name}/{split} not found: {path}. "
             f"Set ${ENV_VAR} (or pass root=) to the folder that holds "
             f"{task.splits[split]}."
         )
+    return read_file(task, split, path, limit)
+
+
+def read_file(task: TaskInfo, split: str, path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Read one split file in the task's own format (see the module docstring) into rows.
+
+    Example:
+        >>> read_file(get_task("sst2"), "dev", data_root() / "sst2" / "dev.tsv", limit=1)  # doctest: +SKIP
+        [{'text': "it 's a charming and often affecting journey .", 'label': 1}]
+    """
     labeled, kept, dropped = split not in task.unlabeled_splits, [], 0
     for line_no, raw in enumerate(_read_rows(path), 1):
         if limit is not None and len(kept) >= limit:
@@ -289,6 +363,6 @@ def load_task(
         else:
             kept.append(row)
     if task.drop_invalid_labels:
-        logger.info("%s/%s: dropped %d rows with labels outside %s", name, split, dropped, task.labels)
+        logger.info("%s/%s: dropped %d rows with labels outside %s", task.name, split, dropped, task.labels)
     logger.debug("Loaded %d rows from %s", len(kept), path)
     return kept
