@@ -1,16 +1,36 @@
-"""Helpers shared by the benchmark scripts: output files and a markdown table."""
+"""Helpers shared by the benchmark scripts: output files, a markdown table, missing data.
+
+Importing this module makes a missing benchmark split (``promptkit.data.DataUnavailableError``,
+raised by ``load_task`` when no source has the data) end a script with its one-paragraph
+message and exit status 1 instead of a traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import torch
 
+from promptkit.data import DataUnavailableError
+
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _missing_data_hook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    """Print a missing-data error as its message alone (Python then exits with status 1)."""
+    if isinstance(error, DataUnavailableError):
+        print(f"\n{error}", file=sys.stderr)
+        return
+    sys.__excepthook__(kind, error, trace)
+
+
+sys.excepthook = _missing_data_hook
 
 
 def environment() -> dict[str, Any]:

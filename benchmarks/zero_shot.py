@@ -6,6 +6,12 @@ applied to the same label log-probabilities, so they differ only in the prior.
     python benchmarks/zero_shot.py --task sst2            # every sst2 template
     python benchmarks/zero_shot.py --task sst2 --best     # the recommended one only
     python benchmarks/zero_shot.py --task rte --limit 100 --backbone splade-tiny
+
+Data comes from wherever ``load_task`` finds it (``$PROMPTKIT_DATA``, ``shared/data``, the
+cache, the Hugging Face hub; see ``promptkit.data``). Where no source has it, the script
+prints how to get it and exits with status 1, except ``--task sst2 --best`` (``make demo``):
+that scores a few dozen built-in DEMO sentences (``promptkit.data_demo``, not a benchmark),
+prints their predictions and how to get SST-2, and writes no result files.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from _common import environment, markdown_table, write_results  # noqa: E402
 from promptkit import PromptModel, load_task  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE, load_backbone  # noqa: E402
 from promptkit.catalog import list_templates, load_template, load_verbalizer, paired_verbalizer  # noqa: E402
+from promptkit.data import DataUnavailableError  # noqa: E402
+from promptkit.data_demo import DEMO_NOTE, demo_rows  # noqa: E402
 from promptkit.scoring import calibrated, mean_prior  # noqa: E402
 from promptkit.tasks import get_task  # noqa: E402
 
@@ -59,6 +67,34 @@ def evaluate(model: PromptModel, examples: list[dict]) -> list[dict]:
     return rows
 
 
+def run_demo(args: argparse.Namespace, missing: DataUnavailableError) -> dict:
+    """Score the built-in DEMO sentences with the best SST-2 template; print predictions and how to get SST-2."""
+    rows = demo_rows(args.limit)
+    name = BEST["sst2"]
+    backbone, tokenizer, head = load_backbone(args.backbone)
+    verbalizer = load_verbalizer(paired_verbalizer(name))
+    model = PromptModel(backbone, tokenizer, load_template(name), verbalizer, head=head, batch_size=args.batch_size)
+    start = time.perf_counter()
+    proba = calibrated(model.label_log_probs(rows), model.content_free_prior()).exp()
+    seconds = time.perf_counter() - start
+    positive = list(verbalizer.labels).index(1)
+    predicted = [verbalizer.labels[i] for i in proba.argmax(-1).tolist()]
+    words = {0: "negative", 1: "positive"}
+    lines = [f"{'label':<9} {'predicted':<9} {'p(pos)':>6}  sentence"]
+    for row, label, p in zip(rows, predicted, proba[:, positive].tolist()):
+        mark = "" if label == row["label"] else "  <- wrong"
+        lines.append(f"{words[row['label']]:<9} {words[label]:<9} {p:>6.2f}  {row['text']}{mark}")
+    right = sum(label == row["label"] for row, label in zip(rows, predicted))
+    print(
+        f"\nNo SST-2 data on this machine, so this is the DEMO: {len(rows)} built-in sentences.\n{DEMO_NOTE}\n"
+        f"Template {name}, backbone {args.backbone}, content-free calibration, {seconds:.1f} s.\n\n"
+        + "\n".join(lines)
+        + f"\n\nDEMO: {right} of {len(rows)} predicted as labelled. No result files written.\n"
+        f"\nFor the real figure (SST-2 dev, 872 sentences), get the data and run this again:\n{missing}"
+    )
+    return {"demo": True, "template": name, "backbone": args.backbone, "n_examples": len(rows), "correct": right}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="sst2")
@@ -70,12 +106,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument(
+        "--no-demo", action="store_true", help="with --task sst2 --best and no data: fail instead of the demo sentences"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(args.seed)
 
     split = args.split or get_task(args.task).default_eval_split
-    examples = load_task(args.task, split, limit=args.limit)
+    try:
+        examples = load_task(args.task, split, limit=args.limit)
+    except DataUnavailableError as missing:
+        if args.task == "sst2" and args.best and not args.no_demo:
+            return run_demo(args, missing)
+        raise SystemExit(f"\n{missing}") from None
     names = [BEST[args.task]] if args.best else (args.templates or list_templates(args.task))
     backbone, tokenizer, head = load_backbone(args.backbone)
     rows = []
