@@ -24,6 +24,7 @@ from jinja2.utils import pass_context
 from promptkit import template_limits
 from promptkit.errors import TemplateError
 from promptkit.prompt import Segment
+from promptkit.promptsource_filters import bounded_zip, choice, highlight, most_frequent
 from promptkit.template_filters import _bounded_filter, lower_first, strip_punct, upper_first
 from promptkit.template_limits import (
     _bounded_binop,
@@ -179,6 +180,7 @@ def _environment() -> _Sandbox:
         optimized=False,  # no compile-time constant folding: building a template evaluates nothing
     )
     env.filters.update(strip_punct=strip_punct, lower_first=lower_first, upper_first=upper_first)
+    env.filters.update(choice=choice, most_frequent=most_frequent, highlight=highlight)  # promptsource's
     del env.filters["urlize"]
     env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}
     env.filters.update(_INTERNAL)
@@ -188,6 +190,7 @@ def _environment() -> _Sandbox:
         namespace=_BoundedNamespace,
         soft=_slot_function("soft"),
         trigger=_slot_function("trigger"),
+        zip=bounded_zip,  # promptsource's templates use it
     )
     return env
 
