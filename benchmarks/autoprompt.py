@@ -35,7 +35,7 @@ from promptkit import PromptModel, Template, get_strategy, load_task  # noqa: E4
 from promptkit.backbones import DEFAULT_BACKBONE, load_backbone  # noqa: E402
 from promptkit.catalog import load_template, load_verbalizer  # noqa: E402
 
-TRIGGER_TEMPLATE = "{{ text }}{{ trigger(%d) }} {{ mask }}"  # no space before the slot: BPE triggers carry their own
+TRIGGER_TEMPLATE = "{{ text }} {{ trigger(%d) }} {{ mask }}"
 BEST_MANUAL = "sst2/review_sentiment"
 VERBALIZER = "sst2/positive_negative"
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     searched_words = strategy.search_label_words(model, train, k=args.label_words)
     words_s = time.perf_counter() - start
-    scored = sum(1 + args.candidates for _ in strategy.history_)  # current trigger + every candidate per iteration
+    scored = sum(h["n_scored"] for h in strategy.history_)  # the current trigger and every candidate, per iteration
 
     prompts = {
         "base": (Template("{{ text }} {{ mask }}", name="sst2/no_triggers"), verbalizer),
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     table = markdown_table(rows, ["prompt", "template", "calibration", "accuracy", "macro_f1"])
     table += (
         f"\n\nSST-2 dev ({len(dev)} examples), frozen {args.backbone}. Search: {search_s:.0f} s, "
-        f"{scored / search_s:.1f} candidate sets scored per second; label-word search {words_s:.0f} s. "
+        f"{scored / search_s:.1f} candidates scored per second ({args.batch_size} rows each); label-word search "
+        f"{words_s:.0f} s. "
         f"Searched label words: {dict(zip(verbalizer.labels, searched_words.words))}. Settings: {settings}"
     )
     payload = {
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_dev": len(dev),
         "search_seconds": search_s,
         "label_word_search_seconds": words_s,
-        "candidate_sets_per_second": scored / search_s,
+        "candidates_per_second": scored / search_s,
         "triggers": strategy.template_.text,
         "label_words": {str(k): list(v) for k, v in zip(verbalizer.labels, searched_words.words)},
         "history": strategy.history_,

@@ -117,6 +117,13 @@ class ClozeEncoder:
     def _segments(self, prompt: Prompt) -> list[Segment]:
         """The prompt's segments with chat wrapping and slot placeholder tokens in place."""
         segments = [replace(s, text=self.slot_token * s.size) if s.kind == "slot" else s for s in prompt.segments]
+        for i in range(1, len(segments)):
+            # Trigger tokens are whole words that carry their own leading space ("Ġthe", "▁the";
+            # WordPiece needs none): the template's space before a trigger slot would otherwise
+            # be a lone space token in front of the placeholders, which the written-in text
+            # ("... the the {{ mask }}") never has.
+            if segments[i].kind == "slot" and segments[i].slot == "trigger" and segments[i - 1].kind == "text":
+                segments[i - 1] = replace(segments[i - 1], text=segments[i - 1].text.rstrip(" "))
         if prompt.chat:
             if self._chat is None:
                 self._chat = chat_wrapper(self.tokenizer)

@@ -15,6 +15,7 @@ from promptkit.catalog import read_templates, read_verbalizers
 from promptkit.errors import CatalogError, StrategyError, TemplateError, VerbalizerError
 from promptkit.strategies import AutoPrompt, TriggerTokens, get_strategy
 from promptkit.strategies import autoprompt_search as search
+from promptkit.strategies.autoprompt_prefix import PrefixCache, SuffixBatch
 from promptkit.strategies.autoprompt_words import mask_features
 
 END = Template("{{ text }} It was {{ trigger(1) }} {{ mask }}", name="kw/end")
@@ -106,6 +107,76 @@ def test_batched_candidate_scoring_equals_one_candidate_at_a_time(head, tiny_cau
     torch.testing.assert_close(batched, torch.stack(single), rtol=1e-5, atol=1e-6)
 
 
+VARIED = [
+    {"text": "ok", "label": 0},
+    {"text": "the film was long and the seats were hard", "label": 0},
+    {"text": "a warm, funny story", "label": 1},
+]  # different lengths: right padding in the middle of the cache
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("{{ text }} {{ trigger(2) }} it was {{ mask }}", {0: ["bad", "awful movie"], 1: ["good"]}),  # multi-token
+        ("{{ text }} {{ trigger(2) }} it was {{ mask }}!", {0: ["bad", "awful"], 1: ["good"]}),  # a row per word
+        ("Review: {{ text }} {{ trigger(1) }} so {{ trigger(1) }} {{ mask }}", {0: ["bad"], 1: ["good"]}),
+    ],
+)
+def test_suffix_scoring_equals_whole_rows_scores_and_gradients(text, words, tiny_causal, bpe_tokenizer):
+    model = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, Template(text), Verbalizer(words))
+    model.attach(TriggerTokens(ids(bpe_tokenizer, "Ġmovie", "Ġcat")))
+    batch = model.encode(VARIED)
+    split = SuffixBatch.build(model, batch)
+    assert split is not None and split.suffix.input_ids.shape[1] < batch.input_ids.shape[1]
+    whole_embeds = model.input_embeddings(batch).detach().requires_grad_()
+    whole = model(batch, inputs_embeds=whole_embeds)
+    part_embeds = split.embeddings(model).detach().requires_grad_()
+    part = split.scores(model, part_embeds)
+    torch.testing.assert_close(part, whole, rtol=1e-5, atol=1e-5)
+    (whole.sum() + part.sum()).backward()
+    rows = torch.arange(batch.input_ids.size(0))[:, None]
+    grad_at = lambda embeds, view: embeds.grad[rows, view.slot_positions]  # noqa: E731
+    torch.testing.assert_close(grad_at(part_embeds, split.suffix), grad_at(whole_embeds, batch), rtol=1e-4, atol=1e-6)
+    # a PrefixCache runs each distinct prefix once, however often (and in whatever batch) it comes back
+    runs = []
+    model.backbone.base_model.register_forward_hook(lambda module, args, output: runs.append(1))
+    cache = PrefixCache()
+    for rows in (VARIED, VARIED[::-1], VARIED[1:]):
+        again = SuffixBatch.build(model, model.encode(rows), cache)
+        with torch.no_grad():
+            torch.testing.assert_close(again.scores(model, again.embeddings(model)), model(model.encode(rows)),
+                                       rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert len(cache.entries) == 3 and cache.bytes > 0
+    assert len(runs) == 1 + 3 * 2  # one prefix run for the three rows; 3 x (cached split + whole forward)
+
+
+def test_suffix_scoring_applies_only_where_the_prefix_cannot_see_the_triggers(tiny_causal, bpe_tokenizer, tiny_mlm,
+                                                                              wordpiece_tokenizer):  # fmt: skip
+    after = PromptModel(
+        copy.deepcopy(tiny_causal), bpe_tokenizer, Template("{{ text }} {{ mask }} {{ trigger(1) }}"), VERBALIZER
+    )  # fmt: skip  (the label word is read before the trigger)
+    after.attach(TriggerTokens([5]))
+    assert SuffixBatch.build(after, after.encode(VARIED)) is None
+    mlm = PromptModel(tiny_mlm, wordpiece_tokenizer, Template("{{ text }} {{ trigger(1) }} {{ mask }}."), VERBALIZER)
+    mlm.attach(TriggerTokens([2000]))
+    assert SuffixBatch.build(mlm, mlm.encode(VARIED)) is None  # bidirectional: every token sees the triggers
+    first = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, Template("{{ trigger(1) }} {{ text }} {{ mask }}"),
+                        VERBALIZER)  # fmt: skip
+    first.attach(TriggerTokens([5]))
+    assert SuffixBatch.build(first, first.encode(VARIED)) is None  # nothing before the trigger to cache
+
+
+def test_no_lone_space_token_before_trigger_slots(bpe_tokenizer, tiny_causal):
+    model = PromptModel(tiny_causal, bpe_tokenizer, Template("{{ text }} {{ trigger(2) }} {{ mask }}"), VERBALIZER)
+    model.attach(TriggerTokens(ids(bpe_tokenizer, "Ġthe", "Ġthe")))
+    row = bpe_tokenizer.convert_ids_to_tokens(model.encode([{"text": "fine"}]).input_ids[0].tolist())
+    slot = model.encoder.slot_token
+    assert row[:3] == ["fine", slot, slot] and "Ġ" not in row  # the triggers bring their own space
+    written = model.with_prompt(template=Template("{{ text }} the the {{ mask }}"))
+    plain = written.encode([{"text": "fine"}]).input_ids[0].tolist()
+    assert bpe_tokenizer.convert_ids_to_tokens(plain)[:3] == ["fine", "Ġthe", "Ġthe"]
+
+
 # ------------------------------------------------------------------ the search
 def test_search_finds_a_planted_trigger_and_raises_train_accuracy(causal, bpe_tokenizer, tmp_path):
     weight = causal.backbone.get_input_embeddings().weight
@@ -120,7 +191,7 @@ def test_search_finds_a_planted_trigger_and_raises_train_accuracy(causal, bpe_to
     assert model.addons["slot_embeddings"].token_ids.tolist() == [zebra]
     assert strategy.template_ == Template("{{ text }} It was zebra {{ mask }}", name="kw/end")
     assert strategy.history_[0]["accepted"] and strategy.history_[0]["candidate"] == "Ġzebra"
-    assert set(strategy.history_[0]) == {"iteration", "position", "candidate", "candidate_id", "accepted",
+    assert set(strategy.history_[0]) == {"iteration", "position", "candidate", "candidate_id", "accepted", "n_scored",
                                          "train_score", "current_score", "dev_score", "seconds"}  # fmt: skip
     saved = json.loads(strategy.to_json(tmp_path / "history.json").read_text())
     assert saved["triggers"] == [zebra] and len(saved["history"]) == 3

@@ -28,7 +28,7 @@ def test_tiny_run_writes_json_and_markdown(tiny_causal, bpe_tokenizer, tmp_path)
         p for p in ("base", "best_manual", "triggers", "triggers+words") for _ in ("none", "content_free")
     ]
     assert len(payload["history"]) == 2 and payload["settings"]["iterations"] == 2
-    assert "{{ trigger" not in payload["triggers"] and payload["candidate_sets_per_second"] > 0
+    assert "{{ trigger" not in payload["triggers"] and payload["candidates_per_second"] > 0
     written = json.loads((tmp_path / "out" / "autoprompt_sst2_tiny.json").read_text())
     assert written["label_words"].keys() == {"0", "1"}
     assert "Settings:" in (tmp_path / "out" / "autoprompt_sst2_tiny.md").read_text()

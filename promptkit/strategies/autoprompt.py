@@ -33,6 +33,7 @@ from promptkit.examples import as_examples, labels_of, target_distributions
 from promptkit.label_words import tokenize_in_context
 from promptkit.model import PromptModel
 from promptkit.strategies import autoprompt_search as search
+from promptkit.strategies.autoprompt_prefix import PrefixCache, SuffixBatch
 from promptkit.strategies.autoprompt_triggers import TriggerTokens, trigger_sizes
 from promptkit.strategies.autoprompt_words import save_prompt, search_label_words
 from promptkit.strategies.base import StrategyBase
@@ -42,7 +43,7 @@ from promptkit.verbalizer import Verbalizer
 
 logger = logging.getLogger(__name__)
 Filter = Literal["default", "no_capitals"]
-MAX_ROWS = 256  # most rows of one candidate-scoring forward (candidates are chunked to fit)
+MAX_TOKENS = 8192  # most tokens (rows x length) of one candidate-scoring forward (candidates are chunked to fit)
 
 
 def _positive(name: str, value: Any) -> int:
@@ -136,26 +137,39 @@ class AutoPrompt(StrategyBase):
             )
         return [ids[0]] * n
 
-    def _slot_grad(self, model, batch, target) -> torch.Tensor:
+    def _slot_grad(self, model, batch, target, cache: PrefixCache | None = None) -> torch.Tensor:
         """``[S, H]`` gradient of the loss at the trigger embeddings, summed over the batch's rows."""
-        embeds = model.input_embeddings(batch).detach().requires_grad_()
-        loss = -search.candidate_scores(model(batch, inputs_embeds=embeds)[None], target.to(model.device))[0]
+        split = SuffixBatch.build(model, batch, cache)
+        view = batch.to(model.device) if split is None else split.suffix
+        embeds = model.input_embeddings(view).detach().requires_grad_()
+        scores = model(view, inputs_embeds=embeds) if split is None else split.scores(model, embeds)
+        loss = -search.candidate_scores(scores[None], target.to(model.device))[0]
         loss.backward()
-        index = batch.slot_positions.to(model.device).unsqueeze(-1).expand(-1, -1, embeds.size(-1))
+        index = view.slot_positions.unsqueeze(-1).expand(-1, -1, embeds.size(-1))
         return embeds.grad.gather(1, index).sum(0).float().cpu()
 
-    def score_tokens(self, model, batch, slot: int, token_ids: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``[C]`` search objective with trigger ``slot`` set to each of ``token_ids``, many per forward."""
+    def score_tokens(
+        self, model, batch, slot: int, token_ids: torch.Tensor, target: torch.Tensor, cache: PrefixCache | None = None
+    ) -> torch.Tensor:
+        """``[C]`` search objective with trigger ``slot`` set to each of ``token_ids``, many per forward.
+
+        On a causal head only the tokens from the first trigger on are run per candidate
+        (:class:`~.autoprompt_prefix.SuffixBatch`); otherwise whole rows are.
+        """
         weight = model.backbone.get_input_embeddings().weight
-        batch = batch.to(model.device)
         out = []
         with torch.inference_mode():
-            embeds = model.input_embeddings(batch)  # [R, T, H], current triggers
-            step = max(1, MAX_ROWS // embeds.size(0))
+            split = SuffixBatch.build(model, batch, cache)
+            view = batch.to(model.device) if split is None else split.suffix
+            embeds = model.input_embeddings(view)  # [R, T, H], current triggers
+            step = max(1, MAX_TOKENS // embeds[:, :, 0].numel())
             for start in range(0, len(token_ids), step):
                 chunk = token_ids[start : start + step].to(model.device)
-                tiled = search.swap_in(embeds, batch.slot_positions, slot, weight[chunk])
-                scores = model(search.tile_batch(batch, len(chunk)), inputs_embeds=tiled)
+                tiled = search.swap_in(embeds, view.slot_positions, slot, weight[chunk])
+                if split is None:
+                    scores = model(search.tile_batch(view, len(chunk)), inputs_embeds=tiled)
+                else:
+                    scores = split.scores(model, tiled, len(chunk))
                 out.append(
                     search.candidate_scores(scores.view(len(chunk), batch.n_examples, -1), target.to(model.device))
                 )
@@ -201,6 +215,7 @@ class AutoPrompt(StrategyBase):
         rng = random.Random(self.seed)
         weight = model.backbone.get_input_embeddings().weight
         self.history_ = []
+        cache = PrefixCache()  # the training rows' text before the triggers, run once (causal heads)
         with _frozen(model.backbone):
             best = (self._dev_score(model, dev_rows, dev_targets) if dev_rows else None, addon.token_ids.tolist())
             for it in tqdm(range(1, self.iterations + 1), desc="trigger search", unit="iteration"):
@@ -208,7 +223,7 @@ class AutoPrompt(StrategyBase):
                 grad = torch.zeros(n, weight.size(1))
                 for _ in range(self.accumulation):
                     picked = rng.sample(range(len(rows)), min(self.batch_size, len(rows)))
-                    grad += self._slot_grad(model, model.encode([rows[i] for i in picked]), target[picked])
+                    grad += self._slot_grad(model, model.encode([rows[i] for i in picked]), target[picked], cache)
                 slot = rng.randrange(n)
                 found = search.candidates(
                     grad[slot] / self.accumulation, weight.detach().cpu(), allowed, self.n_candidates
@@ -217,7 +232,8 @@ class AutoPrompt(StrategyBase):
                 found = found[found != current]
                 picked = rng.sample(range(len(rows)), min(self.batch_size, len(rows)))
                 tokens = torch.cat([torch.tensor([current]), found])
-                scores = self.score_tokens(model, model.encode([rows[i] for i in picked]), slot, tokens, target[picked])
+                batch = model.encode([rows[i] for i in picked])
+                scores = self.score_tokens(model, batch, slot, tokens, target[picked], cache)
                 choice = int(scores[1:].argmax()) + 1 if len(found) else 0
                 accepted = bool(scores[choice] > scores[0])
                 if accepted:
@@ -231,7 +247,8 @@ class AutoPrompt(StrategyBase):
                     "iteration": it, "position": slot, "candidate_id": int(tokens[choice]),
                     "candidate": model.tokenizer.convert_ids_to_tokens(int(tokens[choice])),
                     "accepted": accepted, "train_score": float(scores[choice]),
-                    "current_score": float(scores[0]), "dev_score": None if dev_score is None else dev_score[0],
+                    "current_score": float(scores[0]), "n_scored": len(tokens),
+                    "dev_score": None if dev_score is None else dev_score[0],
                     "seconds": time.perf_counter() - start,
                 })  # fmt: skip
         self.triggers_ = best[1] if dev_rows else addon.token_ids.tolist()

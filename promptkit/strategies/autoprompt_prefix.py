@@ -1,0 +1,152 @@
+"""Score AutoPrompt candidates on a causal LM without re-running the text before the triggers.
+
+In ``"{{ text }} {{ trigger(4) }} {{ mask }}"`` every candidate changes one trigger token, and
+a causal LM's states before the first trigger cannot see it. So each row's *prefix* (the
+tokens before its first trigger) is run once, its key/value cache kept, and every candidate
+runs only the *suffix* (the triggers and what follows: a handful of tokens instead of the
+whole review). Rows are right-padded, so prefixes end at different positions; the suffixes
+are packed to the left of their own tensor, given their true position ids, and an attention
+mask over ``[prefix cache | suffix]`` hides each row's cache entries past its own prefix.
+
+The scores equal :meth:`PromptModel.forward`'s (tested to float tolerance); the search
+gets several times more candidates and rows per second. It applies to causal heads whose
+scored positions all come after the first trigger, with no add-on besides the triggers;
+:meth:`SuffixBatch.build` returns None otherwise and the search runs whole rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from transformers import DynamicCache
+
+from promptkit.cloze import ClozeBatch
+from promptkit.prefix import cache_argument
+from promptkit.scoring import combine_words, head_only_at, word_log_probs
+from promptkit.strategies.autoprompt_search import tile_batch
+
+
+@dataclass
+class SuffixBatch:
+    """One encoded batch split at each row's first trigger: the prefix as a cache, the rest as a batch.
+
+    Attributes:
+        suffix: the batch from the first trigger on, in suffix coordinates (``[R, Ls]``).
+        keys, values: per layer ``[R, kv_heads, Lp, head_dim]``, the prefixes' cache.
+        prefix_mask: ``[R, Lp]`` 1 where a cache entry is in the row's own prefix.
+        position_ids: ``[R, Ls]`` the suffix tokens' positions in the whole row.
+    """
+
+    suffix: ClozeBatch
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    prefix_mask: torch.Tensor
+    position_ids: torch.Tensor
+
+    @classmethod
+    def build(cls, model, batch: ClozeBatch, cache: PrefixCache | None = None) -> SuffixBatch | None:
+        """Split ``batch`` at each row's first trigger; None where the suffix path does not apply (module doc).
+
+        ``cache`` keeps prefixes run before (keyed by their token ids): a search draws the
+        same training rows again and again, and their text never changes.
+        """
+        if model.head != "causal" or batch.slot_positions.shape[1] == 0 or set(model.addons) != {"slot_embeddings"}:
+            return None
+        batch = batch.to(model.device)
+        split = batch.slot_positions.min(1).values  # [R] first trigger of each row
+        read = batch.positions[batch.gather[:, 0], batch.gather[:, 1]]  # scored positions actually read
+        if int(split.min()) < 1 or bool((read < split[batch.gather[:, 0]]).any()):
+            return None
+        lengths = batch.attention_mask.sum(1)  # [R]
+        width = int((lengths - split).max())
+        rows = torch.arange(batch.input_ids.size(0), device=model.device)
+        offsets = torch.arange(width, device=model.device)
+        source = (split[:, None] + offsets[None]).clamp(max=batch.input_ids.size(1) - 1)  # [R, Ls]
+        inside = offsets[None] < (lengths - split)[:, None]
+        suffix = replace(
+            batch,
+            input_ids=torch.where(inside, batch.input_ids[rows[:, None], source], model.encoder.pad_id),
+            attention_mask=inside.long(),
+            positions=(batch.positions - split[:, None]).clamp(min=0),
+            slot_positions=batch.slot_positions - split[:, None],
+        )
+        prefixes = [tuple(batch.input_ids[r, : int(split[r])].tolist()) for r in range(len(split))]
+        keys, values = (cache if cache is not None else PrefixCache()).lookup(model, prefixes)
+        prefix_mask = (torch.arange(keys[0].size(2), device=model.device)[None] < split[:, None]).long()  # [R, Lp]
+        return cls(suffix, keys, values, prefix_mask, split[:, None] + offsets[None])
+
+    def embeddings(self, model) -> torch.Tensor:
+        """``[R, Ls, H]`` the suffixes' input embeddings with the model's current triggers."""
+        return model.input_embeddings(self.suffix)
+
+    def scores(self, model, embeds: torch.Tensor, copies: int = 1) -> torch.Tensor:
+        """``[copies * B, L]`` label scores of ``embeds`` (``[copies * R, Ls, H]``, :func:`tile_batch` layout)."""
+        suffix = tile_batch(self.suffix, copies) if copies > 1 else self.suffix
+        cache = DynamicCache(config=model.backbone.config)
+        for layer, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+            cache.update(k.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1), layer)
+        mask = torch.cat([self.prefix_mask.repeat(copies, 1), suffix.attention_mask], dim=1)
+        with head_only_at(model.backbone, suffix.positions):
+            logits = model.backbone(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=self.position_ids.repeat(copies, 1),
+                use_cache=True, **{cache_argument(model.backbone): cache},
+            ).logits  # fmt: skip
+        words = word_log_probs(logits, suffix.gather, suffix.cell, suffix.n_examples * suffix.n_words)
+        words = words.view(suffix.n_examples, suffix.n_words)
+        return combine_words(words, model.word_label, len(model.verbalizer.labels), model.combine)
+
+
+class PrefixCache:
+    """Key/value caches of prefixes already run, by their token ids (bounded by ``max_bytes``).
+
+    Once full, new prefixes are still run, just not kept.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.entries: dict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+
+    def lookup(self, model, prefixes: list[tuple[int, ...]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per layer ``[R, kv_heads, Lp, head_dim]`` keys and values of ``prefixes`` (right-padded to the longest)."""
+        entries = dict(self.entries)
+        missing = list(dict.fromkeys(p for p in prefixes if p not in entries))
+        if missing:
+            entries.update(zip(missing, _run(model, missing)))
+            for prefix in missing:
+                size = sum(t.numel() * t.element_size() for part in entries[prefix] for t in part)
+                if self.bytes + size <= self.max_bytes:
+                    self.entries[prefix], self.bytes = entries[prefix], self.bytes + size
+        longest = max(len(p) for p in prefixes)
+        n_layers = len(entries[prefixes[0]][0])
+        return tuple(  # type: ignore[return-value]
+            [_padded([entries[p][part][layer] for p in prefixes], longest) for layer in range(n_layers)]
+            for part in (0, 1)
+        )
+
+
+def _padded(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
+    """``[R, heads, length, d]`` from ``[heads, L_r, d]`` tensors, zeros after each one's end (masked out)."""
+    out = tensors[0].new_zeros(len(tensors), tensors[0].size(0), length, tensors[0].size(2))
+    for r, tensor in enumerate(tensors):
+        out[r, :, : tensor.size(1)] = tensor
+    return out
+
+
+def _run(model, prefixes: list[tuple[int, ...]]) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """Run ``prefixes`` through the LM body in one batch; each one's per-layer ``[heads, L, d]`` keys and values."""
+    longest = max(len(p) for p in prefixes)
+    ids = torch.full((len(prefixes), longest), model.encoder.pad_id, dtype=torch.long, device=model.device)
+    mask = torch.zeros_like(ids)
+    for r, prefix in enumerate(prefixes):
+        ids[r, : len(prefix)] = torch.tensor(prefix, device=model.device)
+        mask[r, : len(prefix)] = 1
+    cache = DynamicCache(config=model.backbone.config)
+    body = model.backbone.base_model  # the LM body: no head over the prefix, nobody reads it
+    with torch.no_grad():
+        body(input_ids=ids, attention_mask=mask, use_cache=True, **{cache_argument(body): cache})
+    return [
+        ([layer.keys[r, :, : len(p)].clone() for layer in cache.layers],
+         [layer.values[r, :, : len(p)].clone() for layer in cache.layers])
+        for r, p in enumerate(prefixes)
+    ]  # fmt: skip
