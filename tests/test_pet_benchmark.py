@@ -10,8 +10,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from _pet_data import draw_pools  # noqa: E402
 from _pet_report import aggregate, markdown  # noqa: E402
-from pet import draw_pools, main  # noqa: E402
+from pet import main  # noqa: E402
 
 AG = [{"title": f"t{i}", "description": "d", "label": 1 + i % 4, "_pos": i} for i in range(400)]
 SST = [{"text": f"s{i}", "label": i % 2, "_pos": i} for i in range(300)]
