@@ -7,6 +7,7 @@ after every template, so a killed run keeps what finished ("complete": false).
 
     python benchmarks/promptsource_sst2.py                 # full dev set (872 rows per template)
     python benchmarks/promptsource_sst2.py --limit 100     # a quick look (file name gets _limit100)
+    python benchmarks/promptsource_sst2.py --chat          # as chat templates (file name gets _chat)
     OMP_NUM_THREADS=1 nohup python benchmarks/promptsource_sst2.py > /tmp/ps_sst2.log 2>&1 &
 """
 
@@ -30,15 +31,19 @@ from promptkit import promptsource as ps  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE, load_backbone  # noqa: E402
 from promptkit.catalog import load_template, load_verbalizer, paired_verbalizer  # noqa: E402
 
+CHAT = "sst2/chat_sentiment"
 COLUMNS = ["template", "source", "label_words", "calibration", "accuracy", "macro_f1", "examples_per_s"]
 
 
-def prompts(names: list[str] | None) -> list[tuple[str, str, Any, Any]]:
-    """(name, source, template, verbalizer): the catalog's best SST-2 template, then every
-    converted promptsource glue/sst2 template (or only ``names`` of them)."""
+def prompts(names: list[str] | None, chat: bool = False) -> list[tuple[str, str, Any, Any]]:
+    """(name, source, template, verbalizer): the catalog's best SST-2 template (and with
+    ``chat`` its chat template), then every converted promptsource glue/sst2 template (or only
+    ``names`` of them), as chat templates with ``chat``."""
     best = BEST["sst2"]
     out = [(best, "catalog (best)", load_template(best), load_verbalizer(paired_verbalizer(best)))]
-    collection = ps.load("glue/sst2")
+    if chat:
+        out.append((CHAT, "catalog (chat)", load_template(CHAT), load_verbalizer(paired_verbalizer(CHAT))))
+    collection = ps.load("glue/sst2", chat=chat)
     for converted in collection:
         if names is None or converted.name in names:
             out.append((f"glue/sst2/{converted.name}", "promptsource", converted.template, converted.verbalizer))
@@ -52,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--limit", type=int, default=None, help="first N dev rows (default: all 872)")
     parser.add_argument("--templates", nargs="*", help="promptsource template names (default: all converted)")
+    parser.add_argument("--chat", action="store_true", help="convert the promptsource templates as chat templates")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
@@ -61,14 +67,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     examples = load_task("sst2", "dev", limit=args.limit)
     backbone, tokenizer, head = load_backbone(args.backbone)
-    todo = prompts(args.templates)
-    name = f"promptsource_sst2_{args.backbone}" + (f"_limit{args.limit}" if args.limit is not None else "")
+    todo = prompts(args.templates, args.chat)
+    name = f"promptsource_sst2_{args.backbone}" + ("_chat" if args.chat else "")
+    name += f"_limit{args.limit}" if args.limit is not None else ""
     payload: dict[str, Any] = {
         "task": "sst2",
         "split": "dev",
         "n_examples": len(examples),
         "backbone": args.backbone,
         "seed": args.seed,
+        "chat": args.chat,
         "environment": environment(),
         "complete": False,
         "results": [],

@@ -222,9 +222,10 @@ def predict(input_file: str, output: str, **options: Any) -> None:
           --calibrate content_free reviews.csv -o predictions.jsonl
       promptkit predict -m runs/sst2-finetuned reviews.jsonl -o predictions.jsonl
     """
-    from promptkit.cli_io import check_fields, check_input, iter_rows, output_file, to_json_label
+    from promptkit.cli_io import check_fields, check_input, check_output, iter_rows, output_file, to_json_label
 
     path = check_input(input_file)
+    check_output(output)
     total = sum(1 for _ in iter_rows(path))  # every line parses, before any weights are loaded
     model = _load_model(options)
     fields = sorted(model.template.variables)
@@ -391,7 +392,8 @@ def train(config_file: str, progress: bool | None) -> None:
         err=True,
     )
     trained = strategy.fit(model, data["train"], data["unlabeled"], dev=data["dev"])
-    trained.save_pretrained(str(config["output"]))
+    with _loading_bars(progress):
+        trained.save_pretrained(str(config["output"]))
     summary = f"saved the trained model to {config['output']}"
     if data["dev"]:
         summary += f"; dev accuracy {trained.score(data['dev'], label_key=label_field, progress=progress):.4f}"

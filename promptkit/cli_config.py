@@ -90,7 +90,7 @@ def resolve_verbalizer(spec: Any) -> Verbalizer:
             spec = yaml.safe_load(spec)
         except yaml.YAMLError as err:
             raise ConfigError(
-                f"verbalizer {spec!r} is not a valid YAML/JSON mapping ({' '.join(str(err).split())[:160]}); "
+                f"verbalizer {spec!r} is not a valid YAML/JSON mapping ({getattr(err, 'problem', None) or err}); "
                 "write it like '{0: [terrible], 1: [great]}'"
             ) from None
     if isinstance(spec, Mapping):

@@ -160,15 +160,21 @@ def to_json_label(label: Any) -> Any:
     return label if isinstance(label, (str, int, float, bool)) or label is None else str(label)
 
 
-@contextlib.contextmanager
-def output_file(path: str | Path) -> Iterator[IO[str]]:
-    """A text file written beside ``path`` and renamed onto it (fsynced) only if the block
-    finishes; on an error the partial file is removed and ``path`` is left as it was."""
+def check_output(path: str | Path) -> Path:
+    """``path`` as a Path, refused if it is a folder or its folder does not exist."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"output {str(path)!r} is a folder; give a file name such as predictions.jsonl")
     if not path.parent.is_dir():
         raise DataError(f"the folder of output {str(path)!r} does not exist; create it first")
+    return path
+
+
+@contextlib.contextmanager
+def output_file(path: str | Path) -> Iterator[IO[str]]:
+    """A text file written beside ``path`` and renamed onto it (fsynced) only if the block
+    finishes; on an error the partial file is removed and ``path`` is left as it was."""
+    path = check_output(path)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     try:
         with tmp.open("w", encoding="utf-8") as handle:

@@ -405,6 +405,7 @@ def convert(
     dataset: str,
     mapping: DatasetMapping | None = None,
     seed: int = 0,
+    chat: bool = False,
 ) -> ConvertedTemplate:
     """Convert one promptsource template (a ``!Template`` mapping) into a promptkit one.
 
@@ -416,17 +417,21 @@ def convert(
             field names and uses the class indices ``0..n-1`` as labels.
         seed: seed of the ``choice`` filter (0 keeps the text unchanged; any other value is
             written into every ``| choice`` as ``| choice(seed=N)``).
+        chat: make a chat template (the prompt is the user's message, the answer choice the
+            assistant's first word), for instruction-tuned backbones.
 
     Raises:
         CatalogError: the template does not convert; the message starts with the reason.
     """
     try:
-        return _convert(raw, dataset, mapping, seed)
+        return _convert(raw, dataset, mapping, seed, chat)
     except _Skip as skip:
         raise CatalogError(f"{skip.reason}: {skip.detail}") from None
 
 
-def _convert(raw: Mapping[str, Any], dataset: str, mapping: DatasetMapping | None, seed: int) -> ConvertedTemplate:
+def _convert(
+    raw: Mapping[str, Any], dataset: str, mapping: DatasetMapping | None, seed: int, chat: bool = False
+) -> ConvertedTemplate:
     name, jinja = str(raw.get("name", "")), raw.get("jinja")
     if not isinstance(jinja, str) or not jinja.strip():
         raise _Skip("no jinja text", f"template {name!r} has jinja: {jinja!r}")
@@ -461,7 +466,10 @@ def _convert(raw: Mapping[str, Any], dataset: str, mapping: DatasetMapping | Non
     metadata = raw.get("metadata") if isinstance(raw.get("metadata"), Mapping) else {}
     try:
         template = Template(
-            text, name=f"{dataset}/{name}", description=f"promptsource {dataset} template {name!r} ({raw.get('id')})"
+            text,
+            name=f"{dataset}/{name}",
+            chat=chat,
+            description=f"promptsource {dataset} template {name!r} ({raw.get('id')})",
         )
         verbalizer = Verbalizer({labels[i]: [choices[j]] for i, j in enumerate(picks)}, name=f"{dataset}/{name}")
     except PromptkitError as err:
@@ -506,6 +514,7 @@ def load(
     *,
     task: str | None = None,
     seed: int = 0,
+    chat: bool = False,
     root: str | Path | None = None,
 ) -> PromptsourceTemplates:
     """Convert a promptsource dataset's templates, e.g. ``load("glue/sst2")``.
@@ -519,6 +528,8 @@ def load(
             their own field names and class indices ``0..n-1`` are kept). A task without a
             mapping is refused.
         seed: seed of the templates' ``choice`` filter (0 leaves the text as promptsource wrote it).
+        chat: make chat templates (prompt as the user's message, answer choice as the
+            assistant's first word) for instruction-tuned backbones.
         root: a folder laid out like promptsource's ``templates/`` (default: the installed
             package, or ``$PROMPTKIT_PROMPTSOURCE``).
 
@@ -531,6 +542,8 @@ def load(
     """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise CatalogError(f"seed must be an int, got {seed!r}")
+    if not isinstance(chat, bool):
+        raise CatalogError(f"chat must be True or False, got {chat!r}")
     name, path = resolve(dataset, root)
     mapping = DATASETS.get(name)
     if task is not None:
@@ -550,7 +563,7 @@ def load(
             continue
         template_name = str(raw.get("name") or key)
         try:
-            result = _convert({**raw, "name": template_name}, name, mapping, seed)
+            result = _convert({**raw, "name": template_name}, name, mapping, seed, chat)
         except _Skip as skip:
             skipped.append(SkippedTemplate(template_name, str(raw.get("id", key)), skip.reason, skip.detail))
             continue

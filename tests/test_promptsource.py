@@ -326,3 +326,12 @@ def test_verbalizer_of_converted_template_is_plain_data(synthetic):
     fixed = synthetic["fixed"]
     assert Verbalizer.from_dict(fixed.verbalizer.to_dict()) == fixed.verbalizer
     assert Template.from_dict(fixed.template.to_dict()) == fixed.template
+
+
+def test_chat_templates_for_instruction_tuned_backbones(synthetic, tmp_path):
+    chat = ps.load("glue/sst2", chat=True, root=tmp_path)["fixed"]
+    assert chat.template.chat and not synthetic["fixed"].template.chat
+    prompt = chat.template.render({"text": "a gem."})
+    assert prompt.chat and prompt.segments[-1].kind == "mask"
+    with pytest.raises(CatalogError, match="chat must be True or False"):
+        ps.load("glue/sst2", chat="yes", root=tmp_path)
