@@ -1,6 +1,7 @@
 """promptkit: prompt-based learning with pretrained language models."""
 
 from promptkit.backbones import list_backbones, load_backbone
+from promptkit.classifier import PromptClassifier
 from promptkit.demonstrations import with_demonstrations
 from promptkit.errors import (
     BackboneError,
@@ -38,6 +39,7 @@ __all__ = [
     "EncodingError",
     "Loss",
     "Prompt",
+    "PromptClassifier",
     "PromptModel",
     "PromptkitError",
     "SavedModelError",
