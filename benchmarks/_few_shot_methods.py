@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from _metrics import accuracy
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from promptkit import PromptModel, get_strategy
@@ -193,7 +194,7 @@ def run_head_finetune(backbones: Backbones, labels: tuple, split: Split, setting
         optimizer.zero_grad(set_to_none=True)
         if dev_texts and (step % settings.eval_every == 0 or step == settings.steps):
             predicted = _classify(model, tokenizer, dev_texts, settings.max_length)
-            score = sum(p == t for p, t in zip(predicted, dev_targets)) / len(dev_targets)
+            score = accuracy(dev_targets, predicted)
             if score > best_score:
                 best_score, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
         if step >= settings.steps:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
+from _plots import bars, pyplot, save
 
-logger = logging.getLogger(__name__)
+from promptkit.tasks import get_task
 
 
 def _std(values: list[float]) -> float:
@@ -69,34 +69,63 @@ def markdown(aggregates: list[dict], tasks: list[str], methods: list[str], ks: l
     return "\n".join([legend, "", *lines, "", *[f"- {note}" for note in notes]])
 
 
-def plot(aggregates: list[dict], tasks: list[str], methods: list[str], path: Path, title: str) -> Path | None:
-    """Accuracy against K (mean ± std over seeds), one panel per task; None when matplotlib is missing."""
-    try:
-        import matplotlib
+def plot(
+    aggregates: list[dict],
+    tasks: list[str],
+    methods: list[str],
+    path: Path,
+    title: str,
+    runs: list[dict] | None = None,
+) -> Path | None:
+    """One panel per task; None when matplotlib is missing.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed: no plot (pip install 'promptkit[benchmarks]')")
+    A task run at one K gets horizontal bars of mean accuracy ± std over seeds, one dot per seed
+    (from ``runs``) and a dashed line at chance; a task run at several K gets accuracy against K.
+    """
+    plt = pyplot()
+    if plt is None:
         return None
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for method in methods:
-            points = sorted((a["k"], a["accuracy_mean"], a["accuracy_std"]) for a in aggregates
-                            if a["task"] == task and a["method"] == method)  # fmt: skip
-            if points:
-                k, mean, std = zip(*points)
-                ax.errorbar(k, mean, yerr=std, marker="o", capsize=3, label=method)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(
-            sorted({a["k"] for a in aggregates}), labels=[str(k) for k in sorted({a["k"] for a in aggregates})]
-        )
-        ax.set_title(task)
-        ax.set_xlabel("K (examples per class)")
-        ax.set_ylabel("accuracy")
-    axes[0][0].legend(fontsize="small")
+    shown = [t for t in tasks if any(a["task"] == t for a in aggregates)] or tasks
+    one_k = all(len({a["k"] for a in aggregates if a["task"] == t}) <= 1 for t in shown)
+    height = 0.45 * len(methods) + 1.8 if one_k else 3.5
+    fig, axes = plt.subplots(1, len(shown), figsize=(max(7.0, 5.5 * len(shown)), height), squeeze=False)
+    for ax, task in zip(axes[0], shown):
+        if one_k:
+            _bars_at_one_k(ax, task, [a for a in aggregates if a["task"] == task], methods, runs or [])
+        else:
+            _lines_against_k(ax, task, aggregates, methods)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)
+
+
+def _bars_at_one_k(ax, task: str, aggregates: list[dict], methods: list[str], runs: list[dict]) -> None:
+    by_method = {a["method"]: a for a in aggregates}
+    names = [m for m in methods if m in by_method]
+    means = [by_method[m]["accuracy_mean"] for m in names]
+    stds = [by_method[m]["accuracy_std"] for m in names]
+    points = [[r["accuracy"] for r in runs if r["task"] == task and r["method"] == m] for m in names]
+    text = [f"{100 * mean:.1f} ± {100 * std:.1f}" if by_method[m]["n_seeds"] > 1 else f"{100 * mean:.1f} (1 seed)"
+            for m, mean, std in zip(names, means, stds)]  # fmt: skip
+    n_labels = len(get_task(task).labels)
+    bars(ax, names, means, errors=stds, points=points, text=text, reference=1 / n_labels,
+         reference_label=f"chance (1/{n_labels})")  # fmt: skip
+    k = aggregates[0]["k"] if aggregates else "?"
+    seeds = max((a["n_seeds"] for a in aggregates), default=0)
+    ax.set_title(f"{task}, K={k} per class")
+    ax.set_xlabel(f"accuracy (mean ± std over {seeds} seed(s); dots: seeds)")
+
+
+def _lines_against_k(ax, task: str, aggregates: list[dict], methods: list[str]) -> None:
+    for method in methods:
+        points = sorted((a["k"], a["accuracy_mean"], a["accuracy_std"]) for a in aggregates
+                        if a["task"] == task and a["method"] == method)  # fmt: skip
+        if points:
+            k, mean, std = zip(*points)
+            ax.errorbar(k, mean, yerr=std, marker="o", capsize=3, label=method)
+    ks = sorted({a["k"] for a in aggregates if a["task"] == task})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, labels=[str(k) for k in ks])
+    ax.set_title(task)
+    ax.set_xlabel("K (examples per class)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))

@@ -24,6 +24,12 @@ reads earlier result files and reuses every run whose settings match this invoca
 (resume a grid, or combine grids run in parallel processes); the rest is run.
 
     python benchmarks/few_shot.py --tasks sst2 --merge benchmarks/results/few_shot_smollm2-135m.json
+
+Accuracy, macro-F1 and each run's confusion matrix come from ``sklearn.metrics``. A PNG next to
+the JSON plots accuracy per method (one K: bars with mean ± std and a dot per seed; several
+K: accuracy against K); ``--replot`` redraws it from an earlier results file alone.
+
+    python benchmarks/few_shot.py --replot benchmarks/results/few_shot_smollm2-135m_sst2.json
 """
 
 from __future__ import annotations
@@ -37,8 +43,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-
-from sklearn.metrics import accuracy_score, f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, write_results  # noqa: E402
@@ -55,6 +59,7 @@ from _few_shot_methods import (  # noqa: E402
     run_setfit,
 )
 from _few_shot_report import aggregate, markdown, plot  # noqa: E402
+from _metrics import classification_scores  # noqa: E402
 
 from promptkit import load_task, sample_k_shot  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE  # noqa: E402
@@ -117,6 +122,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--merge", nargs="*", type=Path, default=[], metavar="JSON",
                         help="earlier results of this script: runs with matching settings are reused")  # fmt: skip
+    parser.add_argument("--replot", nargs="+", type=Path, default=[], metavar="JSON",
+                        help="only redraw the PNG next to each of these result files, then exit")  # fmt: skip
     args = parser.parse_args(argv)
     if not args.k:
         parser.error("--k needs at least one of 4 8 16 32 64")
@@ -170,12 +177,9 @@ def short_classes(task: str, k: int, split: Split) -> list[str]:
     return notes
 
 
-def scores(task: str, rows: list[dict], predicted: list) -> dict[str, float]:
-    targets = [row["label"] for row in rows]
-    return {
-        "accuracy": float(accuracy_score(targets, predicted)),
-        "macro_f1": float(f1_score(targets, predicted, labels=list(get_task(task).labels), average="macro")),
-    }
+def scores(task: str, rows: list[dict], predicted: list) -> dict:
+    """Accuracy, macro-F1 and the confusion matrix (rows true, columns predicted, in the task's label order)."""
+    return classification_scores([row["label"] for row in rows], predicted, get_task(task).labels)
 
 
 def run_config(args: argparse.Namespace) -> dict:
@@ -283,7 +287,8 @@ class Runner:
             logger.info("%s K=%d seed=%d %s: reused from --merge", task, k, seed, method)
             self.rows.append(earlier)
             if method == "zero_shot":
-                self.zero_shot_done[eval_key] = {m: earlier[m] for m in ("accuracy", "macro_f1", "seconds")}
+                kept = ("accuracy", "macro_f1", "confusion_matrix", "seconds")
+                self.zero_shot_done[eval_key] = {m: earlier[m] for m in kept if m in earlier}
             return
         if method == "zero_shot" and eval_key in self.zero_shot_done:
             self.rows.append({**about, **self.zero_shot_done[eval_key], **sizes, "reused": True, "settings": settings})
@@ -326,9 +331,31 @@ def notes_for(args: argparse.Namespace, runner: Runner) -> list[str]:
     return notes + [f"skipped {method}: {reason}" for method, reason in runner.skipped.items()]
 
 
+def plot_title(config: dict) -> str:
+    """The plot's title: tasks, backbone, budget and demonstrations."""
+    title = f"few-shot {', '.join(config['tasks'])}, {config['backbone']}, {config['steps']} steps"
+    demos = config.get("demonstrations", 0)
+    return title + (f"\nwith {demos} in-context demonstration(s) per class" if demos else "")
+
+
+def replot(path: Path) -> Path | None:
+    """Redraw the PNG of an earlier result file (``<name>.json`` -> ``<name>.png``) from its runs."""
+    try:
+        payload = json.loads(Path(path).read_text())
+        config, runs, aggregates = payload["config"], payload["runs"], payload["aggregates"]
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise SystemExit(f"--replot {path}: cannot read it as a few_shot results file ({err!r})") from None
+    methods = [m for m in config["methods"] if any(a["method"] == m for a in aggregates)]
+    return plot(aggregates, config["tasks"], methods, Path(path).with_suffix(".png"), plot_title(config), runs)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.replot:
+        plots = [str(replot(path)) for path in args.replot]
+        print("\n".join(f"wrote {path}" for path in plots))
+        return {"plots": plots}
     rates = {m: getattr(args, f"lr_{m}") for m in LEARNING_RATES}
     settings = Settings(args.steps, args.batch_size, args.eval_every, args.max_length, rates,
                         lora_r=args.lora_r, soft_tokens=args.soft_tokens, prefix_tokens=args.prefix_tokens,
@@ -342,11 +369,13 @@ def main(argv: list[str] | None = None) -> dict:
         aggregates = aggregate(runner.rows)
         notes = notes_for(args, runner)
         payload = {"config": runner.config, "environment": environment(), "notes": notes, "skipped": runner.skipped,
-                   "std": "sample standard deviation over seeds (ddof=1)", "runs": runner.rows,
-                   "aggregates": aggregates}  # fmt: skip
+                   "std": "sample standard deviation over seeds (ddof=1)",
+                   "labels": {task: list(get_task(task).labels) for task in args.tasks},
+                   "confusion_matrix": "per run: rows are true labels, columns predicted, both in labels[task] order",
+                   "runs": runner.rows, "aggregates": aggregates}  # fmt: skip
         table = markdown(aggregates, args.tasks, methods, args.k, notes)
         write_results(name, payload, table, out)
-        plot(aggregates, args.tasks, methods, out / f"{name}.png", f"few-shot, {args.backbone}")
+        plot(aggregates, args.tasks, methods, out / f"{name}.png", plot_title(runner.config), runner.rows)
         return {**payload, "table": table}
 
     runner = Runner(args, settings, save)

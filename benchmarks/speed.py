@@ -8,11 +8,17 @@ best time of each side is compared. Peak RSS is read from the OS after the runs.
 
     python benchmarks/speed.py                    # SST-2 dev, default backbone
     python benchmarks/speed.py --limit 256 --repeats 3
+
+Writes JSON, a markdown table and a PNG of examples per second (the best run of each side as
+a bar, every run as a dot); ``--replot`` redraws the PNG from an earlier JSON alone.
+
+    python benchmarks/speed.py --replot benchmarks/results/speed_smollm2-135m.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -22,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, write_results  # noqa: E402
+from _plots import bars, pyplot, save  # noqa: E402
 
 from promptkit import PromptModel, load_task  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE  # noqa: E402
@@ -43,6 +50,24 @@ def plain_loop(backbone, batches, word_ids: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
+SIDES = {"plain": "plain transformers loop", "promptkit": "PromptModel.predict_proba"}
+
+
+def plot(payload: dict, path: Path) -> Path | None:
+    """Examples per second of both sides: the best run as a bar, every run as a dot; None without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    n = payload["n_examples"]
+    rates = {side: [n / seconds for seconds in payload["times_s"][side]] for side in SIDES}
+    best = [max(rates[side]) for side in SIDES]
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    bars(ax, list(SIDES.values()), best, points=list(rates.values()), text=[f"{rate:.1f} ex/s" for rate in best])
+    ax.set_xlabel(f"examples per second ({n} SST-2 dev examples, batch {payload['batch_size']}; dots: runs)")
+    ax.set_title(f"{payload['backbone']}: promptkit / plain = {payload['throughput_ratio']:.2f}x (best runs)")
+    return save(fig, path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
@@ -52,7 +77,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--replot", type=Path, default=None, metavar="JSON",
+                        help="only redraw the PNG next to this earlier result file, then exit")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        try:
+            earlier = json.loads(args.replot.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"--replot {args.replot}: cannot read it as a speed results file ({err})") from None
+        drawn = plot(earlier, args.replot.with_suffix(".png"))
+        print(f"wrote {drawn}")
+        return {**earlier, "plot": str(drawn)}
     torch.manual_seed(args.seed)
 
     examples = load_task("sst2", "dev", limit=args.limit)
@@ -79,16 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
         times["promptkit"].append(time.perf_counter() - start)
     best = {k: min(v) for k, v in times.items()}
     rows = [
-        {
-            "method": "plain transformers loop",
-            "seconds": best["plain"],
-            "examples_per_s": len(examples) / best["plain"],
-        },
-        {
-            "method": "PromptModel.predict_proba",
-            "seconds": best["promptkit"],
-            "examples_per_s": len(examples) / best["promptkit"],
-        },
+        {"method": method, "seconds": best[side], "examples_per_s": len(examples) / best[side]}
+        for side, method in SIDES.items()
     ]
     ratio = best["plain"] / best["promptkit"]
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -106,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
         "environment": environment(),
     }
     path = write_results(f"speed_{args.backbone}", payload, table, args.out)
-    print(f"\n{table}\n\nwrote {path}")
+    plot(payload, path.with_suffix(".png"))
+    print(f"\n{table}\n\nwrote {path} and {path.with_suffix('.png').name}")
     return payload
 
 
