@@ -66,3 +66,24 @@ def bars(
     ax.set_yticks(y, labels=list(names))
     ax.set_xlim(0, top * (1.3 if text else 1.05))
     ax.set_ylim(len(names) - 0.5, -1.0)  # top to bottom in names order, room above for the reference label
+
+
+def score_bars(
+    path: Path,
+    title: str,
+    names: Sequence[str],
+    values: Sequence[float],
+    *,
+    xlabel: str = "accuracy",
+    reference: float | None = None,
+) -> Path | None:
+    """One bar per named result (e.g. ``template · calibration``) with its value written at the end;
+    None when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None or not names:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.32 * len(names)))
+    bars(ax, names, values, text=[f"{v:.3f}" for v in values], reference=reference)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize="medium")
+    return save(fig, path)

@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, write_results  # noqa: E402
+from _plots import score_bars  # noqa: E402
 from zero_shot import evaluate  # noqa: E402
 
 from promptkit import PromptModel, Template, get_strategy, load_task  # noqa: E402
@@ -121,6 +122,13 @@ def main(argv: list[str] | None = None) -> dict:
         "results": rows,
     }
     path = write_results(f"autoprompt_sst2_{Path(args.backbone).name}", payload, table, args.out)
+    score_bars(
+        path.with_suffix(".png"),
+        f"SST-2 dev ({len(dev)}), frozen {args.backbone}: AutoPrompt",
+        [f"{r['prompt']} · {r['calibration']}" for r in rows],
+        [r["accuracy"] for r in rows],
+        reference=0.5,
+    )
     print(f"\n{table}\n\nwrote {path}")
     return payload
 

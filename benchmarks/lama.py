@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, write_results  # noqa: E402
+from _plots import score_bars  # noqa: E402
 
 from promptkit import PromptModel, Template, Verbalizer, get_strategy  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE, load_backbone  # noqa: E402
@@ -183,6 +184,13 @@ def main(argv: list[str] | None = None) -> dict:
                "n_labels": len(labels), "kept": kept, "skipped": skipped, "results": results, "overall": overall,
                "environment": environment()}  # fmt: skip
     path = write_results(f"lama_{Path(args.backbone).name}", payload, table, args.out)
+    score_bars(
+        path.with_suffix(".png"),
+        f"LAMA T-REx test, frozen {args.backbone}: P@1",
+        [f"{r['relation']} · {r['prompt']}" for r in results],
+        [r["p_at_1"] for r in results],
+        xlabel="P@1",
+    )
     print(f"\n{table}\n\nwrote {path}")
     return payload
 

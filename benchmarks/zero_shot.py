@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, write_results  # noqa: E402
+from _metrics import classification_scores  # noqa: E402
+from _plots import score_bars  # noqa: E402
 
 from promptkit import PromptModel, load_task  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE, load_backbone  # noqa: E402
@@ -56,14 +57,8 @@ def evaluate(model: PromptModel, examples: list[dict]) -> list[dict]:
     rows = []
     for name in CALIBRATIONS:
         predicted = calibrated(raw, priors[name]).argmax(-1).numpy()
-        rows.append(
-            {
-                "calibration": name,
-                "accuracy": float(accuracy_score(targets, predicted)),
-                "macro_f1": float(f1_score(targets, predicted, average="macro")),
-                "examples_per_s": len(examples) / seconds,
-            }
-        )
+        scores = classification_scores(targets, predicted, range(len(model.verbalizer.labels)))
+        rows.append({"calibration": name, **scores, "examples_per_s": len(examples) / seconds})
     return rows
 
 
@@ -143,7 +138,10 @@ def main(argv: list[str] | None = None) -> dict:
         "results": rows,
     }
     suffix = "_best" if args.best else ""
-    path = write_results(f"zero_shot_{args.task}_{args.backbone}{suffix}", payload, table, args.out)
+    path = write_results(f"zero_shot_{args.task}_{Path(args.backbone).name}{suffix}", payload, table, args.out)
+    score_bars(path.with_suffix(".png"), f"{args.task} {split} ({len(examples)}), zero-shot, {args.backbone}",
+               [f"{r['template']} · {r['calibration']}" for r in rows], [r["accuracy"] for r in rows],
+               reference=1 / len(get_task(args.task).labels))  # fmt: skip
     print(f"\n{args.task} ({split}, {len(examples)} examples, {args.backbone})\n\n{table}\n\nwrote {path}")
     return payload
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
 
 from promptkit import persistence
@@ -385,7 +386,7 @@ class PromptModel(torch.nn.Module):
             raise DataError("score() needs at least one labelled example; got none")
         targets = labels_of(rows, self.verbalizer, label_key)
         predicted = self.predict_proba(rows, progress=progress).argmax(-1)
-        return float((predicted == np.asarray(targets)).mean())
+        return float(accuracy_score(targets, predicted))
 
     def save_pretrained(self, directory: str, *, include_backbone: bool = True) -> None:
         """Save template, verbalizer, options, calibration, add-ons and (by default) the backbone."""

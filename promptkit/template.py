@@ -198,6 +198,14 @@ class Template:
         check_keys("template data", data, _FIELDS, "text", TemplateError)
         return cls(**data)
 
+    def __deepcopy__(self, memo: dict) -> Template:
+        """Templates are immutable: a deep copy is the template itself (its compiled jinja cannot be copied)."""
+        return self
+
+    def __reduce__(self) -> tuple:
+        """Pickle (e.g. scikit-learn's parallel grid search) as the fields; the text is compiled again."""
+        return (Template, (self.text, self.name, self.chat, self.example, self.description))
+
     def render(self, example: Mapping[str, Any]) -> Prompt:
         """Render one example into a :class:`Prompt`.
 

@@ -32,3 +32,4 @@ def test_tiny_run_writes_json_and_markdown(tiny_causal, bpe_tokenizer, tmp_path)
     written = json.loads((tmp_path / "out" / "autoprompt_sst2_tiny.json").read_text())
     assert written["label_words"].keys() == {"0", "1"}
     assert "Settings:" in (tmp_path / "out" / "autoprompt_sst2_tiny.md").read_text()
+    assert (tmp_path / "out" / "autoprompt_sst2_tiny.png").stat().st_size > 0

@@ -51,5 +51,6 @@ def test_tiny_run_on_real_facts_writes_per_relation_and_overall_figures(tiny_cau
     assert 0 < kept <= total == 780 and payload["n_labels"] > 10
     assert {o["prompt"] for o in payload["overall"]} == {"manual", "autoprompt"}
     assert json.loads((tmp_path / "out" / "lama_tiny.json").read_text())["head"] == "causal"
+    assert (tmp_path / "out" / "lama_tiny.png").stat().st_size > 0
     with pytest.raises(DataError, match="not a LAMA relation"):
         main(["--backbone", str(folder), "--relations", "P9999", "--out", str(tmp_path / "out")])

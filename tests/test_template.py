@@ -110,3 +110,15 @@ def test_variables_are_example_fields_only():
 def test_filter_block_output_is_one_input_segment():
     prompt = Template("{% filter upper %}Q: {{ text }}{% endfilter %} {{ mask }}").render({"text": "why"})
     assert [(s.kind, s.text) for s in prompt.segments] == [("input", "Q: WHY"), ("text", " "), ("mask", "")]
+
+
+def test_templates_deep_copy_and_pickle_as_their_fields():
+    """scikit-learn's clone and parallel grid search copy and pickle parameter values."""
+    import copy
+    import pickle
+
+    template = Template("{{ text }} It was {{ mask }}.", name="t", description="d", example={"text": "A gem."})
+    assert copy.deepcopy(template) is template  # immutable: nothing to copy
+    again = pickle.loads(pickle.dumps(template))
+    assert again == template and again.example == {"text": "A gem."} and again.description == "d"
+    assert again.render({"text": "Fine."}).to_text() == "Fine. It was [MASK]."
