@@ -335,3 +335,23 @@ def test_chat_templates_for_instruction_tuned_backbones(synthetic, tmp_path):
     assert prompt.chat and prompt.segments[-1].kind == "mask"
     with pytest.raises(CatalogError, match="chat must be True or False"):
         ps.load("glue/sst2", chat="yes", root=tmp_path)
+
+
+def test_choices_with_quotes_and_unicode_survive_into_the_template(tmp_path):
+    write_dataset(
+        tmp_path,
+        "glue/sst2",
+        """\
+        templates:
+          a: !Template
+            answer_choices: "it's bad ||| \\"café\\" \\\\ good"
+            id: a
+            jinja: '{{sentence}} {{ answer_choices | join(" or ") }}? ||| {{ answer_choices[label] }}'
+            name: quoted
+        """,
+    )
+    quoted = ps.load("glue/sst2", root=tmp_path)["quoted"]
+    assert quoted.answer_choices == ("it's bad", '"café" \\ good')
+    rendered = quoted.template.render({"text": "x ||| y"}).to_text()  # '|||' in data is plain text
+    assert rendered == 'x ||| y it\'s bad or "café" \\ good? [MASK]'
+    assert quoted.verbalizer.words == (("it's bad",), ('"café" \\ good',))
