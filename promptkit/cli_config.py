@@ -148,7 +148,12 @@ def data_spec(key: str, value: Any, base: Path) -> DataSpec:
     limit = None if value.get("limit") is None else _int(f"{where} limit", value["limit"], 0)
     if "file" in value:
         path = Path(str(value["file"])).expanduser()
-        return DataSpec(file=path if path.is_absolute() else base / path, limit=limit)
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ConfigError(
+                f"{where}: file {str(path)!r} does not exist (relative paths start at the config's folder)"
+            )
+        return DataSpec(file=path, limit=limit)
     k = None if value.get("k") is None else _int(f"{where} k", value["k"], 1)
     seed = _int(f"{where} seed", value.get("seed", 13), 0)
     return DataSpec(task=str(value["task"]), split=value.get("split"), limit=limit, k=k, seed=seed)

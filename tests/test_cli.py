@@ -179,6 +179,16 @@ def test_train_config_with_an_unknown_key_is_refused(tmp_path, capsys):
     config.write_text("model: smollm2-135m\nstrategy: finetune\noutput: out\nparms: {}\n")
     line = one_error_line(in_process(capsys, "train", str(config)))
     assert "unknown key 'parms'. Did you mean 'params'?" in line
+    config.write_text("model: smollm2-135m\nstrategy: finetune\noutput: out\ntrain: {task: sst2, splt: train}\n")
+    line = one_error_line(in_process(capsys, "train", str(config)))
+    assert "config 'train' has an unknown key 'splt'. Did you mean 'split'?" in line
+    config.write_text("model: smollm2-135m\nstrategy: finetune\noutput: out\ntrain: nope.jsonl\n")
+    line = one_error_line(in_process(capsys, "train", str(config)))
+    assert f"config 'train': file '{tmp_path / 'nope.jsonl'}' does not exist" in line
+    config.write_text("model: smollm2-135m\ntemplate: sst2/it_was\nstrategy: finetun\noutput: out\n")
+    assert "unknown strategy 'finetun'. Did you mean 'finetune'?" in one_error_line(
+        in_process(capsys, "train", str(config))
+    )
 
 
 def test_train_runs_a_strategy_and_saves_a_loadable_model(work, tmp_path):
