@@ -355,3 +355,18 @@ def test_choices_with_quotes_and_unicode_survive_into_the_template(tmp_path):
     rendered = quoted.template.render({"text": "x ||| y"}).to_text()  # '|||' in data is plain text
     assert rendered == 'x ||| y it\'s bad or "café" \\ good? [MASK]'
     assert quoted.verbalizer.words == (("it's bad",), ('"café" \\ good',))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ zip.__globals__ }}",
+        "{{ zip.__code__ }}",
+        "{{ (xs | most_frequent).__class__.__mro__ }}",
+        "{{ ('a' | highlight).__class__.__subclasses__() }}",
+        "{{ xs | choice(seed=xs.__class__) }}",
+    ],
+)
+def test_promptsource_helpers_give_no_way_out_of_the_sandbox(text):
+    with pytest.raises(TemplateError):
+        Template(text + " {{ mask }}").render({"xs": ["a", "b"]})
