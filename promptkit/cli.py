@@ -69,8 +69,6 @@ def _load_model(options: dict[str, Any]) -> Any:
 
     name = options["model"] or DEFAULT_BACKBONE
     template, verbalizer = prompt_pair(options["template"], options["verbalizer"])
-    if template is None and verbalizer is not None:
-        raise UserError("--verbalizer needs --template too (or a saved model that has a template)")
     if not is_saved_model(name) and template is None:
         raise UserError(
             f"--model {name!r} is a backbone, not a saved promptkit model, so it needs --template "
