@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from promptkit import PromptModel
+from promptkit import PromptModel, Verbalizer
 from promptkit.catalog import load_template, load_verbalizer
 from promptkit.cli import cli, main
 
@@ -217,3 +217,16 @@ def test_help_shows_a_real_example(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output and f"promptkit {command} " in result.output
+
+
+def test_a_verbalizer_alone_replaces_a_saved_models(work, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    verbalizer = "{0: [bad], 1: [good]}"
+    result = in_process(
+        capsys, "predict", "-m", str(work / "tiny"), "-v", verbalizer, str(work / "rows.jsonl"), "-o", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    expected = PromptModel.from_pretrained(str(work / "tiny"), verbalizer=Verbalizer({0: ["bad"], 1: ["good"]}))
+    expected = expected.predict_proba(ROWS)
+    got = [list(json.loads(line)["probabilities"].values()) for line in out.read_text().splitlines()]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
