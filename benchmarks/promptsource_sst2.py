@@ -8,12 +8,14 @@ after every template, so a killed run keeps what finished ("complete": false).
     python benchmarks/promptsource_sst2.py                 # full dev set (872 rows per template)
     python benchmarks/promptsource_sst2.py --limit 100     # a quick look (file name gets _limit100)
     python benchmarks/promptsource_sst2.py --chat          # as chat templates (file name gets _chat)
+    python benchmarks/promptsource_sst2.py --replot benchmarks/results/promptsource_sst2_smollm2-135m.json
     OMP_NUM_THREADS=1 nohup python benchmarks/promptsource_sst2.py > /tmp/ps_sst2.log 2>&1 &
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -24,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, write_results  # noqa: E402
+from _plots import score_bars  # noqa: E402
 from zero_shot import BEST, evaluate  # noqa: E402
 
 from promptkit import PromptModel, load_task  # noqa: E402
@@ -52,6 +55,15 @@ def prompts(names: list[str] | None, chat: bool = False) -> list[tuple[str, str,
     return out
 
 
+def plot(payload: dict[str, Any], json_path: Path) -> Path | None:
+    """One bar per template and calibration, saved as a PNG next to the results JSON."""
+    rows = payload["results"]
+    kind = ", chat templates" if payload.get("chat") else ""
+    title = f"SST-2 {payload['split']} ({payload['n_examples']}), zero-shot, {payload['backbone']}{kind}"
+    names = [f"{r['template']} [{r['source']}] · {r['calibration']}" for r in rows]
+    return score_bars(json_path.with_suffix(".png"), title, names, [r["accuracy"] for r in rows], reference=0.5)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
@@ -61,8 +73,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--replot", type=Path, default=None, help="only redraw the PNG of this results JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.replot is not None:
+        payload = json.loads(args.replot.read_text())
+        print(f"wrote {plot(payload, args.replot)}")
+        return payload
     torch.manual_seed(args.seed)
 
     examples = load_task("sst2", "dev", limit=args.limit)
@@ -93,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     payload["complete"] = True
     table = markdown_table(payload["results"], COLUMNS)
     path = write_results(name, payload, table, args.out)
+    plot(payload, path)
     print(f"\nsst2 (dev, {len(examples)} examples, {args.backbone})\n\n{table}\n\nwrote {path}")
     return payload
 
