@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     examples = load_task("sst2", "dev", limit=args.limit)
     backbone, tokenizer, head = load_backbone(args.backbone)
     todo = prompts(args.templates, args.chat)
-    name = f"promptsource_sst2_{args.backbone}" + ("_chat" if args.chat else "")
+    name = f"promptsource_sst2_{Path(args.backbone).name}" + ("_chat" if args.chat else "")
     name += f"_limit{args.limit}" if args.limit is not None else ""
     payload: dict[str, Any] = {
         "task": "sst2",

@@ -4,8 +4,10 @@ promptsource's jinja helpers inside promptkit's sandbox."""
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -370,3 +372,24 @@ def test_choices_with_quotes_and_unicode_survive_into_the_template(tmp_path):
 def test_promptsource_helpers_give_no_way_out_of_the_sandbox(text):
     with pytest.raises(TemplateError):
         Template(text + " {{ mask }}").render({"xs": ["a", "b"]})
+
+
+@needs_promptsource
+def test_sst2_benchmark_runs_end_to_end_on_a_tiny_model(tiny_causal, bpe_tokenizer, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from promptsource_sst2 import main
+
+    folder = tmp_path / "tiny"
+    tiny_causal.save_pretrained(folder)
+    bpe_tokenizer.save_pretrained(folder)
+    out = tmp_path / "out"
+    payload = main(["--backbone", str(folder), "--limit", "4", "--templates", "review", "said", "--out", str(out)])
+    assert payload["complete"] and payload["n_examples"] == 4
+    assert [(r["template"], r["calibration"]) for r in payload["results"]] == [
+        (t, c)
+        for t in ("sst2/review_sentiment", "glue/sst2/review", "glue/sst2/said")
+        for c in ("none", "content_free", "batch")
+    ]
+    assert json.loads((out / "promptsource_sst2_tiny_limit4.json").read_text())["results"] == payload["results"]
+    assert "| glue/sst2/said | promptsource | sad / happy |" in (out / "promptsource_sst2_tiny_limit4.md").read_text()
+    assert (out / "promptsource_sst2_tiny_limit4.png").stat().st_size > 0
