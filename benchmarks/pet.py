@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, write_results  # noqa: E402
 from _few_shot_methods import EVAL_BATCH, Backbones, Settings, Split, run_head_finetune  # noqa: E402
+from _metrics import accuracy  # noqa: E402
 from _pet_data import SST2_PER_CLASS, draw_pools, load_files  # noqa: E402
 from _pet_report import STD, aggregate, digest, earlier_runs, markdown, merge_key, plot  # noqa: E402
 
@@ -144,7 +145,7 @@ def run_settings(args: argparse.Namespace, task: str, method: str, split: Split)
 
 
 def _accuracy(rows: list[dict], predicted: list) -> float:
-    return float(np.mean([row["label"] == p for row, p in zip(rows, predicted, strict=True)]))
+    return accuracy([row["label"] for row in rows], list(predicted))
 
 
 def _pvps(names: list[str]) -> list[tuple]:
