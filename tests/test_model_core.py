@@ -133,7 +133,8 @@ def test_gradient_at_trigger_slots_equals_a_hand_computation(tiny_causal, bpe_to
     last = int(batch.attention_mask[0].sum()) - 1
     good = bpe_tokenizer(" good", add_special_tokens=False)["input_ids"][0]
     logits[0, last].log_softmax(-1)[good].backward()
-    torch.testing.assert_close(ours, hand.grad[0, batch.slot_positions[0]], atol=1e-6, rtol=1e-4)
+    # float32 noise only: gradients up to ~0.3 here, the two paths differ by a few 1e-6
+    torch.testing.assert_close(ours, hand.grad[0, batch.slot_positions[0]], atol=1e-5, rtol=1e-4)
 
 
 def test_slots_without_an_addon_are_a_clear_error(tiny_causal, bpe_tokenizer):
