@@ -296,7 +296,8 @@ RECORDED = [  # (template, head, verbalizer words, max_length, example, rows) en
         [["terrible", "bad"], ["great", "good"]],
         512,
         {"text": "it 's a beautiful madness ."},
-        [[0, 0, 0, 357, 637, 99, 253, 3953, 36215, 1673, 216, 0, 0, 657, 436]],
+        # the lone space token (216) recorded before the trigger slots is gone: triggers bring their own space
+        [[0, 0, 0, 357, 637, 99, 253, 3953, 36215, 1673, 0, 0, 657, 436]],
     ),
     (
         "{{ text }} It was {{ mask }} overall.",
