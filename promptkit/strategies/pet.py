@@ -91,8 +91,8 @@ class Pet(StrategyBase):
         members_: per trained or loaded member: generation, pvp, repetition, seed, accuracy
             (its PVP's before training; None without labelled rows), weight (in its
             generation's ensemble), steps, final_loss, seconds (training, scoring and
-            evaluating it), eval_accuracy (on ``evaluate_on``,
-            else None), loaded (from output_dir), error.
+            evaluating it), eval_accuracy (on ``evaluate_on``, else None), loaded (from
+            output_dir), error.
         pvp_accuracies_: pre-training accuracy of each PVP on the labelled set.
         soft_labels_: ``[N, L]`` the ensemble's soft labels of the unlabelled rows.
         generations_: per generation: training-set ``sizes`` and ``label_counts`` per member.
@@ -290,9 +290,7 @@ class Pet(StrategyBase):
         """A trained member's accuracy on ``evaluate_on`` (None without it)."""
         if not self._eval_rows:
             return None
-        gold = labels_of(self._eval_rows, model.verbalizer, self.config.label_key)
-        proba = model.predict_proba(self._eval_rows, progress=False)
-        return float((proba.argmax(-1) == np.asarray(gold)).mean())
+        return model.score(self._eval_rows, label_key=self.config.label_key, progress=False)
 
     def _training_set(self, g, i, p, r, rows, soft_t, pool, previous) -> tuple[list[dict], np.ndarray]:
         """PET: every member trains on the labelled rows (iPET overrides this for later generations)."""
