@@ -46,7 +46,7 @@ from urllib.parse import urlparse
 
 from promptkit import atomic, tasks
 from promptkit.data_hub import HubSource, check_features, convert, hub_source
-from promptkit.errors import DataError
+from promptkit.errors import DataError, DataUnavailableError
 from promptkit.tasks import ENV_VAR, TaskInfo, get_task
 
 logger = logging.getLogger(__name__)
@@ -57,10 +57,6 @@ CACHE_FORMAT = 1
 SOURCES = ("env", "shared", "cache", "hub-cache", "hub")
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
-
-
-class DataUnavailableError(DataError):
-    """No source has the split: not ``$PROMPTKIT_DATA``, ``shared/data``, the cache or the hub."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,10 @@ class DataError(PromptkitError, ValueError):
     """Input data is missing, malformed or of an unsupported type."""
 
 
+class DataUnavailableError(DataError):
+    """No source has the data: not ``$PROMPTKIT_DATA``, ``shared/data``, the cache or the hub."""
+
+
 class EncodingError(PromptkitError, ValueError):
     """A prompt cannot be turned into model inputs (e.g. it is too long)."""
 

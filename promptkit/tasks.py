@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptkit.errors import DataError, did_you_mean
+from promptkit.errors import DataError, DataUnavailableError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def data_root() -> Path:
         for ancestor in (start, *start.parents):
             if (ancestor / "shared" / "data").is_dir():
                 return ancestor / "shared" / "data"
-    raise DataError(
+    raise DataUnavailableError(
         f"No 'shared/data' folder found above {Path.cwd()} or {Path(__file__).parent}; "
         f"set ${ENV_VAR} to the benchmark data folder."
     )

@@ -9,8 +9,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from zero_shot import main  # noqa: E402
 
+from promptkit.data import where  # noqa: E402
+
 
 def test_tiny_run_writes_scores_confusion_matrices_and_a_plot(tiny_causal, bpe_tokenizer, tmp_path):
+    where("sst2", "dev")  # without an SST-2 source this is a skip (see conftest), not the demo
     folder = tmp_path / "tiny"
     tiny_causal.save_pretrained(folder)
     bpe_tokenizer.save_pretrained(folder)
