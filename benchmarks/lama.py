@@ -140,9 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     results, kept = [], {}
     for relation, data in relations.items():
-        test = rows(data["test"], keep)[: args.test_limit]
-        train, dev = rows(data["train"], keep), rows(data["dev"], keep)[: args.dev_limit]
-        kept[relation] = {split: [len(rows(data[split], keep)), len(data[split])] for split in SPLITS}
+        usable = {split: rows(data[split], keep) for split in SPLITS}
+        kept[relation] = {split: [len(usable[split]), len(data[split])] for split in SPLITS}
+        train, dev, test = usable["train"], usable["dev"][: args.dev_limit], usable["test"][: args.test_limit]
         manual = PromptModel(backbone, tokenizer, Template(prompt_text(data["template"], head)), verbalizer,
                              head=head)  # fmt: skip
         results.append({"relation": relation, "prompt": "manual", "template": manual.template.text,

@@ -109,14 +109,13 @@ class PrefixCache:
 
     def lookup(self, model, prefixes: list[tuple[int, ...]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per layer ``[R, kv_heads, Lp, head_dim]`` keys and values of ``prefixes`` (right-padded to the longest)."""
-        entries = dict(self.entries)
-        missing = list(dict.fromkeys(p for p in prefixes if p not in entries))
-        if missing:
-            entries.update(zip(missing, _run(model, missing)))
-            for prefix in missing:
-                size = sum(t.numel() * t.element_size() for part in entries[prefix] for t in part)
-                if self.bytes + size <= self.max_bytes:
-                    self.entries[prefix], self.bytes = entries[prefix], self.bytes + size
+        missing = list(dict.fromkeys(p for p in prefixes if p not in self.entries))
+        fresh = dict(zip(missing, _run(model, missing))) if missing else {}
+        for prefix, entry in fresh.items():
+            size = sum(t.numel() * t.element_size() for part in entry for t in part)
+            if self.bytes + size <= self.max_bytes:
+                self.entries[prefix], self.bytes = entry, self.bytes + size
+        entries = {p: fresh[p] if p in fresh else self.entries[p] for p in set(prefixes)}
         longest = max(len(p) for p in prefixes)
         n_layers = len(entries[prefixes[0]][0])
         return tuple(  # type: ignore[return-value]
