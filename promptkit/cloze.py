@@ -211,10 +211,23 @@ class ClozeEncoder:
     # --------------------------------------------------------------- encoding
     def encode(self, prompts: list[Prompt]) -> ClozeBatch:
         """Encode prompts into one :class:`ClozeBatch`."""
-        rows = Rows(len(self.table.words))
+        return self.collate(self.encode_each(prompts))
+
+    def encode_each(self, prompts: list[Prompt]) -> list[Rows]:
+        """Encode each prompt on its own: its rows, to be batched by size and then collated (:meth:`collate`)."""
         build = ROW_BUILDERS[self.head]
-        for b, prompt in enumerate(prompts):
+        out = []
+        for prompt in prompts:
+            rows = Rows(len(self.table.words))
             rows.start_example()
             laid, measured = self._fit(prompt)
-            build(self._tokens, self.table, laid, measured, b, rows)
-        return ClozeBatch(**rows.pad(self.pad_id, len(prompts)))
+            build(self._tokens, self.table, laid, measured, 0, rows)
+            out.append(rows)
+        return out
+
+    def collate(self, parts: list[Rows]) -> ClozeBatch:
+        """One padded :class:`ClozeBatch` of encoded prompts (:meth:`encode_each`), in the order given."""
+        rows = Rows(len(self.table.words))
+        for part in parts:
+            rows.extend(part)
+        return ClozeBatch(**rows.pad(self.pad_id, len(parts)))

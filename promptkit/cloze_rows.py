@@ -75,6 +75,21 @@ class Rows:
         self.slots.append(slots)
         return len(self.ids) - 1
 
+    def extend(self, other: Rows) -> None:
+        """Append ``other``'s examples after this one's (row and cell indices shifted)."""
+        rows, cells = len(self.ids), len(self.first_rows) * self.n_words
+        self.ids += other.ids
+        self.positions += other.positions
+        self.slots += other.slots
+        self.gather += [(r + rows, p, t) for r, p, t in other.gather]
+        self.cell += [c + cells for c in other.cell]
+        self.first_rows += [r + rows for r in other.first_rows]
+
+    @property
+    def width(self) -> int:
+        """Tokens in the longest row."""
+        return max(map(len, self.ids))
+
     def read(self, row: int, tokens, example: int, word: int, first_position: int = 0) -> None:
         """Add the log-probs of ``tokens`` at the row's scored positions to one cell."""
         for k, token in enumerate(tokens):

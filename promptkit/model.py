@@ -37,6 +37,7 @@ from promptkit.scoring import (
     output_features,
     word_log_probs,
 )
+from promptkit.shared_prefix import PrefixReuse, PrefixStore, suffix_inputs
 from promptkit.template import Template, render_all
 from promptkit.verbalizer import Label, Verbalizer
 
@@ -46,6 +47,7 @@ CALIBRATIONS = ("none", "content_free", "batch")
 CONTENT_FREE = ("N/A", "", "[MASK]")
 MIN_BATCH_PRIOR = 16  # fewest inputs a batch-calibration prior is estimated on without a fitted prior
 _PROGRESS_FROM = 256  # show a progress bar from this many examples on
+_CHUNK = 2048  # examples rendered and encoded at a time when scoring: memory stays flat in N
 
 
 def _derived(index: int, check: Callable[[Any, Any], Any]) -> property:
@@ -70,7 +72,14 @@ class PromptModel(torch.nn.Module):
         combine: how several words of one label are combined, ``"logsumexp"`` or ``"mean"``.
         max_length: most tokens per prompt; longer prompts lose tokens of their longest input.
             None: 512, or the backbone's position limit if that is smaller.
-        batch_size: examples per forward pass.
+        batch_size: most examples per forward pass when scoring.
+        max_batch_tokens: most padded tokens (rows x longest row) per forward pass when
+            scoring; prompts are sorted by length, so short prompts share large batches and
+            long ones small ones (memory stays flat with mixed lengths). None: no budget.
+        reuse_prefix: on a causal LM, run the tokens every prompt of a batch starts with
+            (demonstrations, a preamble, a chat header) once and reuse their key/value
+            cache (:mod:`promptkit.shared_prefix`; same probabilities). Only at inference;
+            masked LMs attend both ways and always run whole rows.
         name_or_path: where the backbone came from (kept when saving without weights).
 
     Assigning ``template``, ``verbalizer``, ``tokenizer`` or ``max_length`` rebuilds the
@@ -95,7 +104,9 @@ class PromptModel(torch.nn.Module):
         calibrate: Calibration = "none",
         combine: Combine = "logsumexp",
         max_length: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = 64,
+        max_batch_tokens: int | None = 4096,
+        reuse_prefix: bool = True,
         name_or_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -106,11 +117,17 @@ class PromptModel(torch.nn.Module):
         check_choice("calibrate", calibrate, CALIBRATIONS)
         check_choice("combine", combine, ("logsumexp", "mean"))
         check_int("batch_size", batch_size, 1)
+        if max_batch_tokens is not None:
+            check_int("max_batch_tokens", max_batch_tokens, 1)
+        if not isinstance(reuse_prefix, bool):
+            raise ConfigError(f"PromptModel reuse_prefix={reuse_prefix!r} is invalid: expected True or False")
         self.backbone = backbone
         self._head = checked_head(backbone, head)
         self.calibrate = calibrate
         self.combine = combine
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.prefix_reuse = PrefixReuse(enabled=reuse_prefix)
         self.name_or_path = name_or_path
         self.addons = torch.nn.ModuleDict()
         self.calibration_: torch.Tensor | None = None
@@ -129,6 +146,8 @@ class PromptModel(torch.nn.Module):
         combine: Combine | None = None,
         max_length: int | None = None,
         batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
+        reuse_prefix: bool | None = None,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
         **unknown: Any,
@@ -145,7 +164,10 @@ class PromptModel(torch.nn.Module):
             raise ConfigError(
                 f"from_pretrained() has no option {name!r}.{did_you_mean(name, valid)} Valid options: {valid}"
             )
-        options = {"calibrate": calibrate, "combine": combine, "max_length": max_length, "batch_size": batch_size}
+        options = {
+            "calibrate": calibrate, "combine": combine, "max_length": max_length, "batch_size": batch_size,
+            "max_batch_tokens": max_batch_tokens, "reuse_prefix": reuse_prefix,
+        }  # fmt: skip
         options = {k: v for k, v in options.items() if v is not None}
         if persistence.is_saved_model(name_or_path):
             return persistence.load(
@@ -222,8 +244,10 @@ class PromptModel(torch.nn.Module):
         model = type(self)(
             self.backbone, self.tokenizer, template or self.template, verbalizer or self.verbalizer,
             head=self.head, calibrate=self.calibrate, combine=self.combine, max_length=self.max_length,
-            batch_size=self.batch_size, name_or_path=self.name_or_path,
+            batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens,
+            reuse_prefix=self.prefix_reuse.enabled, name_or_path=self.name_or_path,
         )  # fmt: skip
+        model.prefix_reuse.min_tokens = self.prefix_reuse.min_tokens
         for addon in self.addons.values():
             model.attach(addon)
         return model
@@ -260,23 +284,34 @@ class PromptModel(torch.nn.Module):
         index = batch.slot_positions.unsqueeze(-1).expand(-1, -1, embeds.size(-1))  # [R, S, H]
         return embeds.scatter(1, index, vectors.to(embeds.dtype).expand(embeds.size(0), -1, -1))
 
-    def forward(self, batch: ClozeBatch, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, batch: ClozeBatch, inputs_embeds: torch.Tensor | None = None, *, prefix_store: PrefixStore | None = None
+    ) -> torch.Tensor:
         """Label log-scores ``[B, n_labels]`` (uncalibrated, not normalised over labels).
 
         Args:
             batch: an encoded batch (:meth:`encode`).
             inputs_embeds: ``[R, T, H]`` to use instead of :meth:`input_embeddings` (e.g. a
                 tensor you take gradients of).
+            prefix_store: shared-prefix caches to keep across calls of one scoring pass
+                (:mod:`promptkit.shared_prefix`); a new one per call by default.
         """
         batch = batch.to(self.device)
+        given = inputs_embeds is not None
         if inputs_embeds is None and batch.slot_positions.shape[1]:
             inputs_embeds = self.input_embeddings(batch)
-        inputs = {"input_ids": batch.input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
-        inputs["attention_mask"] = batch.attention_mask
-        for addon in self._hooks():
-            inputs = addon.backbone_inputs(self, batch, inputs)
+        store = prefix_store if prefix_store is not None else PrefixStore()
+        split = None if given or not self.prefix_reuse.applies(self, batch) else self.prefix_reuse.split(batch, store)
+        if split is not None:
+            batch, inputs = suffix_inputs(self, batch, inputs_embeds, *split, store)
+        else:
+            inputs = {"input_ids": batch.input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+            inputs["attention_mask"] = batch.attention_mask
+            for addon in self._hooks():
+                inputs = addon.backbone_inputs(self, batch, inputs)
+            inputs["use_cache"] = False
         with head_only_at(self.backbone, batch.positions), output_features(self.backbone) as features:
-            logits = self.backbone(**inputs, use_cache=False).logits  # [R, P, V]
+            logits = self.backbone(**inputs).logits  # [R, P, V]
         words = word_log_probs(logits, batch.gather, batch.cell, batch.n_examples * batch.n_words)
         words = words.view(batch.n_examples, batch.n_words)  # [B, W]
         scores = combine_words(words, self.word_label, len(self.verbalizer.labels), self.combine)  # [B, L]
@@ -289,24 +324,40 @@ class PromptModel(torch.nn.Module):
         return [self.addons[role] for role in sorted(self.addons)]
 
     def batches(self, examples: Any) -> Iterator[tuple[list[int], ClozeBatch]]:
-        """Yield ``(row indices, encoded batch)``; similar lengths share a batch (less padding)."""
-        prompts = render_all(self.template, as_examples(examples))
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].to_text()))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            yield chunk, self.encoder.encode([prompts[i] for i in chunk])
+        """Yield ``(row indices, encoded batch)`` covering ``examples``.
+
+        Examples are rendered and encoded ``_CHUNK`` at a time (memory flat in their number),
+        sorted by token length within the chunk, and cut into batches of at most
+        ``batch_size`` examples and ``max_batch_tokens`` padded tokens (an example over the
+        budget on its own gets a batch of its own).
+        """
+        rows = as_examples(examples)
+        budget = self.max_batch_tokens
+        for start in range(0, len(rows), _CHUNK):
+            parts = self.encoder.encode_each(render_all(self.template, rows[start : start + _CHUNK]))
+            order = sorted(range(len(parts)), key=lambda i: parts[i].width)
+            chunk: list[int] = []
+            n_rows = 0
+            for i in order:  # widths ascending: the example added is the widest so far
+                grown = (n_rows + len(parts[i].ids)) * parts[i].width
+                if chunk and (len(chunk) == self.batch_size or (budget is not None and grown > budget)):
+                    yield [start + j for j in chunk], self.encoder.collate([parts[j] for j in chunk])
+                    chunk, n_rows = [], 0
+                chunk.append(i)
+                n_rows += len(parts[i].ids)
+            if chunk:
+                yield [start + j for j in chunk], self.encoder.collate([parts[j] for j in chunk])
 
     def label_log_probs(self, examples: Any, *, progress: bool | None = None) -> torch.Tensor:
         """``[N, n_labels]`` label log-probabilities before calibration, in input order."""
         rows = as_examples(examples)
         out = torch.empty(len(rows), len(self.verbalizer.labels))
         show = len(rows) >= _PROGRESS_FROM if progress is None else progress
-        n_batches = -(-len(rows) // self.batch_size)
-        with torch.inference_mode():
-            for chunk, batch in tqdm(
-                self.batches(rows), total=n_batches, desc="scoring", unit="batch", disable=not show
-            ):
-                out[chunk] = self.forward(batch).float().cpu()
+        store = PrefixStore()
+        with torch.inference_mode(), tqdm(total=len(rows), desc="scoring", unit="ex", disable=not show) as bar:
+            for chunk, batch in self.batches(rows):
+                out[chunk] = self.forward(batch, prefix_store=store).float().cpu()
+                bar.update(len(chunk))
         return out.log_softmax(-1)
 
     # --------------------------------------------------------------- calibration

@@ -140,6 +140,8 @@ def _write(model: Any, out: Path, include_backbone: bool, adapter: bool) -> None
             "combine": model.combine,
             "max_length": model.max_length,
             "batch_size": model.batch_size,
+            "max_batch_tokens": model.max_batch_tokens,
+            "reuse_prefix": model.prefix_reuse.enabled,
         },
         "calibration": None if model.calibration_ is None else model.calibration_.tolist(),
     }
@@ -195,7 +197,7 @@ def _manifest(root: Path) -> dict[str, Any]:
                 f"{path}: key {key!r} must be a {kind.__name__}, got {manifest.get(key)!r}; the file is damaged"
             )
     manifest.setdefault("calibration", None)
-    known = {"calibrate", "combine", "max_length", "batch_size"}
+    known = {"calibrate", "combine", "max_length", "batch_size", "max_batch_tokens", "reuse_prefix"}
     unknown = sorted(set(manifest["options"]) - known)
     if unknown:
         raise SavedModelError(f"{path}: unknown options {unknown}; valid are {sorted(known)}")
