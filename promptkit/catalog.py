@@ -21,6 +21,11 @@ File layout::
     verbalizers:
       great_terrible:
         label_words: {0: ["terrible"], 1: ["great"]}
+
+A file usually belongs to a task of :mod:`promptkit.tasks`, whose fields and labels its
+templates and verbalizers are written for. A file of prompts for no registered task (e.g.
+``zh_sentiment``, general Chinese sentiment prompts) declares them itself in its templates
+file, ``fields: [text]`` and ``labels: [0, 1]``; :func:`task_schema` returns either.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, Literal
 import yaml
 
 from promptkit.errors import CatalogError, PromptkitError, did_you_mean
+from promptkit.tasks import TASKS
 from promptkit.template import Template
 from promptkit.verbalizer import Verbalizer
 
@@ -175,3 +181,27 @@ def list_verbalizers(task: str | None = None) -> list[str]:
     """Names of shipped verbalizers, of one task or all."""
     tasks = [_split(f"{task}/", "verbalizers")[0]] if task else _tasks("verbalizers")
     return [f"{t}/{n}" for t in tasks for n in read_verbalizers(catalog_dir("verbalizers") / f"{t}.yaml")]
+
+
+def task_schema(task: str) -> tuple[tuple[str, ...], tuple]:
+    """The text fields and labels (in class order) a catalog task's files are written for.
+
+    Those of the registered task (:data:`promptkit.tasks.TASKS`), or, for a catalog file of
+    no registered task, its templates file's ``fields:`` and ``labels:``.
+
+    Example:
+        >>> task_schema("zh_sentiment")
+        (('text',), (0, 1))
+    """
+    if task in TASKS:
+        return TASKS[task].fields, TASKS[task].labels
+    path = catalog_dir("templates") / f"{_split(f'{task}/', 'templates')[0]}.yaml"
+    data, _ = _read(path, "templates")
+    fields, labels = data.get("fields"), data.get("labels")
+    if not (isinstance(fields, list) and fields and isinstance(labels, list) and labels):
+        raise CatalogError(
+            f"{path}: {task!r} is no registered task (promptkit.tasks.TASKS), so the file must declare the "
+            f"fields and labels its templates are written for, e.g. 'fields: [text]' and 'labels: [0, 1]'; "
+            f"got fields={fields!r}, labels={labels!r}"
+        )
+    return tuple(fields), tuple(labels)

@@ -11,6 +11,16 @@ lower-casing tokenizer) would make the model's scores for those labels identical
 is a :class:`~promptkit.errors.VerbalizerError`. Two words of the *same* label that become
 the same tokens are kept (the ids and class order stay as the verbalizer gives them), but
 that word then counts twice in the label's score, so promptkit warns (``UserWarning``).
+
+Unknown tokens: a word the tokenizer spells *partly* with its unknown token (a WordPiece
+vocabulary without some Hanzi: ``"x体"`` -> ``x [UNK]``) is kept and scored as spelled, with
+a ``UserWarning`` naming the word, since the unknown part carries no meaning; a word that
+is *nothing but* unknown tokens is a :class:`~promptkit.errors.VerbalizerError` (every such
+word would be the same token).
+
+Words without spaces (Chinese, Japanese): the prompt then has no space before the mask,
+and the word is spelled as it is at the start of a pre-token (after a newline here), so
+``"体育"`` gets the same tokens after ``"类别："`` as on its own; no space is ever added.
 """
 
 from __future__ import annotations
@@ -75,9 +85,18 @@ class LabelWordTable:
         ids = tokenize_in_context(self.tokenizer, word, space)
         unk = getattr(self.tokenizer, "unk_token_id", None)
         tokens = self.tokenizer.convert_ids_to_tokens(list(ids))
-        if not ids or (unk is not None and unk in ids):
+        if not ids or (unk is not None and all(i == unk for i in ids)):
             raise VerbalizerError(
                 f"label word {word!r} cannot be represented by this tokenizer (tokens {tokens}); choose another word"
+            )
+        if unk is not None and unk in ids and (word, "unk") not in self._warned:
+            self._warned.add((word, "unk"))
+            warnings.warn(
+                f"verbalizer {self.verbalizer.name!r}: label word {word!r} is partly unknown to this tokenizer "
+                f"(tokens {tokens}); the unknown part carries no meaning in its score. Choose a word the "
+                "tokenizer can spell, or a backbone whose vocabulary has these characters",
+                UserWarning,
+                stacklevel=4,
             )
         return ids
 

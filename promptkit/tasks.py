@@ -133,7 +133,25 @@ TASKS: dict[str, TaskInfo] = {
 }
 
 
-_TNEWS_CODES = (100, 101, 102, 103, 104, 106, 107, 108, 109, 110, 112, 113, 114, 115, 116)
+# TNEWS's 15 label codes (no 105, 111) with their names, as in FewCLUE's label_index2en2zh.json.
+TNEWS_LABEL_NAMES: dict[int, tuple[str, str]] = {
+    100: ("news_story", "故事"),
+    101: ("news_culture", "文化"),
+    102: ("news_entertainment", "娱乐"),
+    103: ("news_sports", "体育"),
+    104: ("news_finance", "财经"),
+    106: ("news_house", "房产"),
+    107: ("news_car", "汽车"),
+    108: ("news_edu", "教育"),
+    109: ("news_tech", "科技"),
+    110: ("news_military", "军事"),
+    112: ("news_travel", "旅游"),
+    113: ("news_world", "国际"),
+    114: ("news_stock", "股票"),
+    115: ("news_agriculture", "农业"),
+    116: ("news_game", "电竞"),
+}
+_TNEWS_CODES = tuple(TNEWS_LABEL_NAMES)
 
 
 def _fewclue_splits(task: str, extra: tuple[str, ...]) -> dict[str, str]:
@@ -147,8 +165,10 @@ def _fewclue_splits(task: str, extra: tuple[str, ...]) -> dict[str, str]:
 
 # FewCLUE's TNEWS and OCNLI (Chinese), read from ``fewclue/<task>/*.json`` like the tasks above
 # and mapped onto CLUE's copies on the Hugging Face hub (``clue_train``/``clue_dev``/``clue_test``).
-# Not in TASKS yet: a task is registered together with its catalog templates (issue 15).
-# ``load_task(FEWCLUE_TASKS["tnews"], "train_0")`` reads one meanwhile.
+# Splits: the five few-shot pairs ``train_0..4`` / ``dev_0..4`` (index i pairs with index i),
+# their unions ``*_few_all``, ``test_public`` (labelled: evaluate on it), ``test`` (leaderboard,
+# no labels) and, for TNEWS, the ``unlabeled`` pool. Registered in TASKS below, with the
+# catalog's Chinese templates (templates/tnews.yaml, templates/ocnli.yaml).
 FEWCLUE_TASKS: dict[str, TaskInfo] = {
     t.name: t
     for t in (
@@ -157,7 +177,7 @@ FEWCLUE_TASKS: dict[str, TaskInfo] = {
             _TNEWS_CODES,
             ("text",),
             _fewclue_splits("tnews", ("unlabeled",)),
-            "TNEWS Chinese news-title topics, FewCLUE (15 codes 100-116; names in label_index2en2zh.json)",
+            "TNEWS Chinese news-title topics, FewCLUE (15 codes 100-116; names in TNEWS_LABEL_NAMES)",
             "test_public",
             "train_0",
             ("test", "unlabeled", "clue_test"),
@@ -175,6 +195,7 @@ FEWCLUE_TASKS: dict[str, TaskInfo] = {
         ),
     )
 }
+TASKS.update(FEWCLUE_TASKS)
 
 
 def _unknown(kind: str, value: object, valid: Iterable[object]) -> str:

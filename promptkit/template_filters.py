@@ -6,6 +6,10 @@ filter's result are bounded by ``MAX_LENGTH``, and a filter that grows its input
 (``center``, ``indent``, ``replace``, ``join``, ``format`` ...) is refused *before* it
 builds an oversized string. :func:`strip_punct`, :func:`lower_first` and
 :func:`upper_first` are the filters promptkit adds to jinja's (PET's pattern helpers).
+
+They work on Chinese text too: :func:`strip_punct` strips full-width and CJK punctuation
+(``。！？，、；：…`` and the like) as well as ASCII punctuation, and the case filters leave
+characters without case (Hanzi) as they are.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import string
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +25,7 @@ from promptkit import template_limits
 from promptkit.errors import TemplateError
 from promptkit.template_limits import _PERCENT_SPEC, _check_length, _check_result, _format_size, _size, _state
 
-_FINAL_PUNCTUATION = string.punctuation + string.whitespace
+_ASCII_FINAL = frozenset(string.punctuation + string.whitespace)
 
 _TEXT_FILTERS = frozenset(
     {"capitalize", "center", "e", "escape", "forceescape", "format", "indent", "join", "lower", "pprint", "replace",
@@ -116,9 +121,25 @@ def _check_filter_call(name: str, bound: inspect.BoundArguments) -> tuple[tuple,
     return bound.args, bound.kwargs
 
 
+def _is_final_punct(char: str) -> bool:
+    """ASCII punctuation or whitespace (PET's set), or any Unicode punctuation or space
+    (full-width ``！？，：；``, CJK ``。、``, ``…``, closing quotes ``」”``)."""
+    return char in _ASCII_FINAL or char.isspace() or unicodedata.category(char).startswith("P")
+
+
 def strip_punct(value: str) -> str:
-    """Remove final punctuation (as PET's ``remove_final_punc``) and whitespace."""
-    return str(value).rstrip(_FINAL_PUNCTUATION)
+    """Remove final punctuation (as PET's ``remove_final_punc``) and whitespace, full-width and
+    CJK punctuation included.
+
+    Example:
+        >>> strip_punct("可是你好多是给别人打的呀。"), strip_punct("It rains!? ")
+        ('可是你好多是给别人打的呀', 'It rains')
+    """
+    value = str(value)
+    end = len(value)
+    while end and _is_final_punct(value[end - 1]):
+        end -= 1
+    return value[:end]
 
 
 def lower_first(value: str) -> str:

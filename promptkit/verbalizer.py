@@ -12,10 +12,19 @@ strings, so ``{0: ..., 1: ...}`` comes back as ``{"0": ..., "1": ...}``, and
 ``"0"``/``"1"``. That verbalizer is not equal to the original, and looking up an int label
 in it raises a :class:`VerbalizerError` that points out the int/str mix-up; store
 verbalizers as YAML, or convert the keys back, to keep int or bool labels.
+
+Full-width and half-width forms: a label word with a full-width letter or digit
+(``Ｙｅｓ``, ``１``) or a half-width katakana / hangul letter (``ｶ``) is refused with its
+standard spelling (``Yes``, ``1``, ``カ``), never silently normalised: tokenizers spell the
+two forms with different tokens, so ``Ｙｅｓ`` would score a word the model hardly ever
+writes, and normalising would make the words in a saved verbalizer differ from the ones
+written. Punctuation of either width is allowed (Chinese writes ``！？，``), and Hanzi have
+no width variants (``好`` is just ``好``).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -24,6 +33,15 @@ from promptkit.errors import VerbalizerError, check_keys, did_you_mean
 
 Label = Union[int, str, bool]
 _FIELDS = ("name", "label_words")
+
+
+def _width_variants(word: str) -> list[str]:
+    """Letters and digits of ``word`` in a full-width or half-width compatibility form."""
+    return [
+        char
+        for char in word
+        if unicodedata.decomposition(char).startswith(("<wide>", "<narrow>")) and unicodedata.category(char)[0] in "LN"
+    ]
 
 
 def _check_words(label: Label, words: object) -> tuple[str, ...]:
@@ -47,6 +65,13 @@ def _check_words(label: Label, words: object) -> tuple[str, ...]:
             raise VerbalizerError(
                 f"label {label!r}: label word {word!r} is empty or has surrounding spaces; "
                 "write the bare word (promptkit adds the leading space BPE tokenizers need)"
+            )
+        variants = _width_variants(word)
+        if variants:
+            standard = "".join(unicodedata.normalize("NFKC", c) if c in variants else c for c in word)
+            raise VerbalizerError(
+                f"label {label!r}: label word {word!r} has the full-width or half-width forms {variants}; "
+                f"write {standard!r} (tokenizers spell the two widths with different tokens)"
             )
         if word in checked:
             raise VerbalizerError(f"label {label!r} lists the word {word!r} twice; list each word once")
