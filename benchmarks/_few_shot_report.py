@@ -1,4 +1,8 @@
-"""Aggregates, markdown table and plot of benchmarks/few_shot.py's per-run rows."""
+"""Aggregates, markdown table and plot of benchmarks/few_shot.py's per-run rows.
+
+A run's ``k`` is K examples per class, or the string ``"fewclue"`` for a run on FewCLUE's own
+few-shot sets (tnews, ocnli), shown as the column "FewCLUE sets".
+"""
 
 from __future__ import annotations
 
@@ -53,10 +57,16 @@ def _cell(agg: dict, with_f1: bool) -> str:
     return f"{text}{'' if spread else ' (1 seed)'} · {agg['seconds_mean']:.0f} s"
 
 
-def markdown(aggregates: list[dict], tasks: list[str], methods: list[str], ks: list[int], notes: list[str]) -> str:
+def _k_name(k: int | str) -> str:
+    return f"K={k}" if isinstance(k, int) else "FewCLUE sets"
+
+
+def markdown(
+    aggregates: list[dict], tasks: list[str], methods: list[str], ks: list[int | str], notes: list[str]
+) -> str:
     """Rows task x method, columns K: accuracy % mean ± std over seeds (CB also macro-F1), mean seconds per run."""
     by_key = {(a["task"], a["k"], a["method"]): a for a in aggregates}
-    header = ["task", "method", *[f"K={k}" for k in ks]]
+    header = ["task", "method", *[_k_name(k) for k in ks]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for task in tasks:
         for method in methods:
@@ -79,18 +89,19 @@ def plot(
 ) -> Path | None:
     """One panel per task; None when matplotlib is missing.
 
-    A task run at one K gets horizontal bars of mean accuracy ± std over seeds, one dot per seed
-    (from ``runs``) and a dashed line at chance; a task run at several K gets accuracy against K.
+    A task run at one K (or on FewCLUE's sets) gets horizontal bars of mean accuracy ± std over
+    seeds, one dot per seed (from ``runs``) and a dashed line at chance; a task run at several K
+    gets accuracy against K.
     """
     plt = pyplot()
     if plt is None:
         return None
     shown = [t for t in tasks if any(a["task"] == t for a in aggregates)] or tasks
-    one_k = all(len({a["k"] for a in aggregates if a["task"] == t}) <= 1 for t in shown)
-    height = 0.45 * len(methods) + 1.8 if one_k else 3.5
+    one_k = {t: len({a["k"] for a in aggregates if a["task"] == t}) <= 1 for t in shown}
+    height = 0.45 * len(methods) + 1.8 if all(one_k.values()) else max(3.5, 0.45 * len(methods) + 1.8)
     fig, axes = plt.subplots(1, len(shown), figsize=(max(7.0, 5.5 * len(shown)), height), squeeze=False)
     for ax, task in zip(axes[0], shown):
-        if one_k:
+        if one_k[task]:
             _bars_at_one_k(ax, task, [a for a in aggregates if a["task"] == task], methods, runs or [])
         else:
             _lines_against_k(ax, task, aggregates, methods)
@@ -111,7 +122,7 @@ def _bars_at_one_k(ax, task: str, aggregates: list[dict], methods: list[str], ru
          reference_label=f"chance (1/{n_labels})")  # fmt: skip
     k = aggregates[0]["k"] if aggregates else "?"
     seeds = max((a["n_seeds"] for a in aggregates), default=0)
-    ax.set_title(f"{task}, K={k} per class")
+    ax.set_title(f"{task}, K={k} per class" if isinstance(k, int) else f"{task}, FewCLUE's train_i / dev_i")
     ax.set_xlabel(f"accuracy (mean ± std over {seeds} seed(s); dots: seeds)")
 
 

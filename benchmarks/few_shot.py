@@ -5,6 +5,12 @@ class from the training set, train, and evaluate on the full evaluation split; r
 and std over the seeds 13, 21, 42, 87, 100. AG News ships only its test file here, so its
 K-shot sets are drawn from the test file and it is evaluated on the disjoint remainder.
 
+FewCLUE's Chinese tasks (tnews, ocnli) come with their own five few-shot sets instead: seed
+13, 21, 42, 87, 100 trains on FewCLUE's ``train_0`` ... ``train_4`` and selects on the
+paired ``dev_0`` ... ``dev_4`` (the seed also seeds training), and every run is evaluated on
+``test_public``. ``--k`` does not apply to them (TNEWS's sets have 16 per class, OCNLI's 32
+rows in all); their runs have ``k = "fewclue"``, a column of its own in the table.
+
 Methods: zero_shot (no training), prompt_finetune (LM-BFF, all weights), soft_prompt
 (prompt tuning, backbone frozen), lora (prompt fine-tuning of LoRA adapters), head_finetune
 (AutoModelForSequenceClassification on the same backbone, same data, steps and batch size)
@@ -18,6 +24,8 @@ the last), for every method but SetFit, whose own recipe has no dev selection.
     python benchmarks/few_shot.py                                  # K=16, all tasks, methods, seeds
     python benchmarks/few_shot.py --k 4 8 16 32 64 --tasks sst2 rte
     python benchmarks/few_shot.py --tasks sst2 --seeds 13 --eval-limit 200 --methods zero_shot lora
+    python benchmarks/few_shot.py --tasks tnews ocnli --backbone gemma3-270m \
+        --methods zero_shot prompt_finetune head_finetune    # FewCLUE's five train/dev pairs
 
 Results are rewritten after every run, so a killed grid loses one run at most. ``--merge``
 reads earlier result files and reuses every run whose settings match this invocation's
@@ -68,17 +76,24 @@ from promptkit.demonstrations import with_demonstrations  # noqa: E402
 from promptkit.tasks import get_task  # noqa: E402
 
 logger = logging.getLogger("few_shot")
-TASKS = ("sst2", "rte", "cb", "ag_news")
+DEFAULT_TASKS = ("sst2", "rte", "cb", "ag_news")
+FEWCLUE = ("tnews", "ocnli")  # their own few-shot sets, one pair per seed
+TASKS = (*DEFAULT_TASKS, *FEWCLUE)
 KS = (4, 8, 16, 32, 64)
 SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's
+FEWCLUE_PAIR = dict(zip(SEEDS, range(5)))  # seed -> FewCLUE's train_i / dev_i
+FEWCLUE_K = "fewclue"  # the "K" of a run on FewCLUE's own sets
 # (train split, evaluation split); AG News: the same file, evaluated on the rows not sampled.
-SPLITS = {"sst2": ("train", "dev"), "rte": ("train", "val"), "cb": ("train", "val"), "ag_news": ("test", "test")}
+SPLITS = {"sst2": ("train", "dev"), "rte": ("train", "val"), "cb": ("train", "val"), "ag_news": ("test", "test"),
+          "tnews": ("train_<i>", "test_public"), "ocnli": ("train_<i>", "test_public")}  # fmt: skip
 # Catalog templates with the mask at the end: one forward pass per example for a causal LM.
 TEMPLATES = {
     "sst2": "sst2/review_sentiment",
     "rte": "rte/question_yes_no",
     "cb": "cb/question_yes_no_maybe",
     "ag_news": "ag_news/topic_end",
+    "tnews": "tnews/category_end",
+    "ocnli": "ocnli/question_end",
 }
 # For a 135M LM at 100 steps of 8: full fine-tuning a little above LM-BFF's 1e-5 (fewer steps);
 # LoRA and soft prompts train few parameters and need far higher rates.
@@ -88,11 +103,16 @@ AG_NEWS_NOTE = (
     "AG News has only its test file here: the K-shot train and dev sets are drawn from it and "
     "accuracy is measured on the disjoint remainder of the test file."
 )
+FEWCLUE_NOTE = (
+    "tnews / ocnli (FewCLUE): column 'FewCLUE sets': seed 13, 21, 42, 87, 100 trains on FewCLUE's train_0 ... "
+    "train_4 and selects on dev_0 ... dev_4 (TNEWS 16 per class, OCNLI 32 rows); evaluated on test_public."
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    fewclue_help = f"default {' '.join(DEFAULT_TASKS)}; {' '.join(FEWCLUE)} use FewCLUE's own sets"
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(DEFAULT_TASKS), help=fewclue_help)
     parser.add_argument("--k", nargs="*", type=int, choices=KS, default=[16], help="examples per class")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
@@ -129,6 +149,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--k needs at least one of 4 8 16 32 64")
     if args.steps < 1 or args.batch_size < 1 or args.eval_every < 0 or args.demonstrations < 0:
         parser.error("--steps and --batch-size must be >= 1, --eval-every and --demonstrations >= 0")
+    other = [seed for seed in args.seeds if seed not in FEWCLUE_PAIR]
+    if other and any(task in FEWCLUE for task in args.tasks):
+        parser.error(f"--seeds {other}: FewCLUE's tasks have five fixed train/dev pairs, one per seed of {SEEDS}")
     args.templates = {**TEMPLATES, **_template_overrides(parser, args.template)}
     return args
 
@@ -154,6 +177,13 @@ def load_pool(task: str) -> tuple[list[dict], list[dict] | None]:
     train_split, eval_split = SPLITS[task]
     pool = [{**row, "_pos": i} for i, row in enumerate(load_task(task, train_split))]
     return pool, None if eval_split == train_split else load_task(task, eval_split)
+
+
+def fewclue_split(task: str, seed: int, fixed_eval: list[dict], limit: int | None) -> Split:
+    """FewCLUE's own pair for the seed: ``train_i`` to train on, ``dev_i`` to select on, ``test_public`` to score."""
+    pair = FEWCLUE_PAIR[seed]
+    train, dev = load_task(task, f"train_{pair}"), load_task(task, f"dev_{pair}")
+    return Split(get_task(task).fields, train, dev, fixed_eval[:limit] if limit else fixed_eval)
 
 
 def draw(task: str, pool: list[dict], fixed_eval: list[dict] | None, k: int, seed: int, limit: int | None) -> Split:
@@ -187,6 +217,9 @@ def run_config(args: argparse.Namespace) -> dict:
     config = {k: v for k, v in vars(args).items() if k not in ("out", "template", "templates", "merge")}
     config["templates"] = {task: args.templates[task] for task in args.tasks}
     config["splits"] = {task: dict(zip(("train", "eval"), SPLITS[task])) for task in args.tasks}
+    pairs = {str(seed): f"train_{i} / dev_{i}" for seed, i in FEWCLUE_PAIR.items() if seed in args.seeds}
+    for task in set(args.tasks) & set(FEWCLUE):
+        config["splits"][task] |= {"dev": "dev_<i>", "pairs": pairs}
     return config
 
 
@@ -252,6 +285,14 @@ class Runner:
 
     def run(self) -> None:
         for task in self.args.tasks:
+            if task in FEWCLUE:
+                fixed_eval = load_task(task, "test_public")
+                for seed in self.args.seeds:
+                    split = fewclue_split(task, seed, fixed_eval, self.args.eval_limit)
+                    for method in self.args.methods:
+                        if method not in self.skipped:
+                            self._run_one(method, task, FEWCLUE_K, seed, split)
+                continue
             pool, fixed_eval = load_pool(task)
             for k in self.args.k:
                 for seed in self.args.seeds:
@@ -274,7 +315,7 @@ class Runner:
     def _key(run: dict, settings: dict) -> tuple:
         return run["task"], run["k"], run["seed"], run["method"], json.dumps(settings, sort_keys=True)
 
-    def _run_one(self, method: str, task: str, k: int, seed: int, split: Split) -> None:
+    def _run_one(self, method: str, task: str, k: int | str, seed: int, split: Split) -> None:
         about = {"task": task, "k": k, "seed": seed, "method": method}
         settings = run_settings(self.config, task, method)
         sizes = {"n_train": len(split.train), "n_dev": len(split.dev), "n_eval": len(split.eval)}
@@ -325,6 +366,8 @@ def notes_for(args: argparse.Namespace, runner: Runner) -> list[str]:
                      "the K-shot train set with the run's seed, before every prompt (--demonstrations).")  # fmt: skip
     if "ag_news" in args.tasks:
         notes.append(AG_NEWS_NOTE)
+    if any(task in FEWCLUE for task in args.tasks):
+        notes.append(FEWCLUE_NOTE)
     if args.eval_limit:
         notes.append(f"evaluation capped at the first {args.eval_limit} examples (--eval-limit).")
     notes += sorted(runner.short_classes)
@@ -373,7 +416,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "labels": {task: list(get_task(task).labels) for task in args.tasks},
                    "confusion_matrix": "per run: rows are true labels, columns predicted, both in labels[task] order",
                    "runs": runner.rows, "aggregates": aggregates}  # fmt: skip
-        table = markdown(aggregates, args.tasks, methods, args.k, notes)
+        ks = [*args.k, *([FEWCLUE_K] if any(task in FEWCLUE for task in args.tasks) else [])]
+        table = markdown(aggregates, args.tasks, methods, ks, notes)
         write_results(name, payload, table, out)
         plot(aggregates, args.tasks, methods, out / f"{name}.png", plot_title(runner.config), runner.rows)
         return {**payload, "table": table}

@@ -95,3 +95,28 @@ def test_table_shows_spread_over_seeds_and_marks_single_seed_cells():
     table = markdown(aggregate(rows), ["cb"], ["lora", "setfit"], [16], [])
     assert "| cb | lora | 60.0 ± 14.1 (F1 30.0 ± 7.1) · 10 s |" in table
     assert "| cb | setfit | 60.0 (F1 30.0) (1 seed) · 10 s |" in table
+
+
+def test_fewclue_tasks_train_on_fewclues_own_pairs(tiny_causal, bpe_tokenizer, tmp_path):
+    """Seed 13 -> train_0 / dev_0, seed 21 -> train_1 / dev_1, scored on test_public; K is FewCLUE's."""
+    folder = tmp_path / "tiny"
+    tiny_causal.save_pretrained(folder)
+    bpe_tokenizer.save_pretrained(folder)
+    argv = ["--backbone", str(folder), "--tasks", "ocnli", "--seeds", "13", "21", "--steps", "1"]
+    payload = main([*argv, "--methods", "zero_shot", "head_finetune", "--eval-every", "1", "--eval-limit", "6",
+                    "--out", str(tmp_path / "out")])  # fmt: skip
+    runs = {(run["seed"], run["method"]): run for run in payload["runs"]}
+    assert set(runs) == {(seed, m) for seed in (13, 21) for m in ("zero_shot", "head_finetune")}
+    for run in runs.values():
+        assert (run["task"], run["k"], run["n_train"], run["n_dev"], run["n_eval"]) == ("ocnli", "fewclue", 32, 32, 6)
+    assert runs[(21, "zero_shot")]["reused"]  # the same test_public rows: scored once
+    assert payload["config"]["splits"]["ocnli"]["pairs"] == {"13": "train_0 / dev_0", "21": "train_1 / dev_1"}
+    assert payload["config"]["templates"] == {"ocnli": "ocnli/question_end"}
+    table = (tmp_path / "out" / "few_shot_tiny.md").read_text()
+    assert "| task | method | K=16 | FewCLUE sets |" in table and "| ocnli | head_finetune |  |" in table
+    assert any("FewCLUE" in note for note in payload["notes"])
+
+
+def test_fewclue_tasks_take_only_the_five_pair_seeds():
+    with pytest.raises(SystemExit):
+        main(["--tasks", "tnews", "--seeds", "7"])

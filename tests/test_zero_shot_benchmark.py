@@ -28,3 +28,21 @@ def test_tiny_run_writes_scores_confusion_matrices_and_a_plot(tiny_causal, bpe_t
     assert (out / "zero_shot_sst2_tiny.png").stat().st_size > 0 and "| sst2/it_was |" in (
         out / "zero_shot_sst2_tiny.md"
     ).read_text()
+
+
+def test_fewclue_tnews_is_scored_on_test_public_with_its_chinese_templates(tiny_causal, bpe_tokenizer, tmp_path):
+    """TNEWS from FewCLUE: 15 classes, multi-token Hanzi label words, every calibration."""
+    folder = tmp_path / "tiny"
+    tiny_causal.save_pretrained(folder)
+    bpe_tokenizer.save_pretrained(folder)
+    payload = main(["--backbone", str(folder), "--task", "tnews", "--templates", "tnews/category_end", "tnews/prefix",
+                    "--limit", "4", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert payload["split"] == "test_public" and payload["n_examples"] == 4
+    assert [(r["template"], r["calibration"]) for r in payload["results"]] == [
+        (name, calibration)
+        for name in ("tnews/category_end", "tnews/prefix")
+        for calibration in ("none", "content_free", "batch")
+    ]
+    for row in payload["results"]:
+        assert len(row["confusion_matrix"]) == 15 and sum(map(sum, row["confusion_matrix"])) == 4
+    assert (tmp_path / "out" / "zero_shot_tnews_tiny.md").read_text().count("| tnews/prefix |") == 3
