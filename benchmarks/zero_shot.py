@@ -6,6 +6,7 @@ applied to the same label log-probabilities, so they differ only in the prior.
     python benchmarks/zero_shot.py --task sst2            # every sst2 template
     python benchmarks/zero_shot.py --task sst2 --best     # the recommended one only
     python benchmarks/zero_shot.py --task rte --limit 100 --backbone splade-tiny
+    python benchmarks/zero_shot.py --task tnews --backbone gemma3-270m   # FewCLUE, scored on test_public
 
 Data comes from wherever ``load_task`` finds it (``$PROMPTKIT_DATA``, ``shared/data``, the
 cache, the Hugging Face hub; see ``promptkit.data``). Where no source has it, the script
@@ -93,7 +94,7 @@ def run_demo(args: argparse.Namespace, missing: DataUnavailableError) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="sst2")
-    parser.add_argument("--split", default=None, help="default: the task's evaluation split")
+    parser.add_argument("--split", default=None, help="default: the task's evaluation split (FewCLUE: test_public)")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--templates", nargs="*", help="catalog names; default: all of the task")
     parser.add_argument("--best", action="store_true", help="only the task's recommended template")
