@@ -1,7 +1,9 @@
 """Zero-shot accuracy of every catalog template of a task, raw and calibrated.
 
 Each template is scored once; the three calibrations (none, content-free, batch) are
-applied to the same label log-probabilities, so they differ only in the prior.
+applied to the same label log-probabilities, so they differ only in the prior. Chat
+templates are skipped, and listed under ``skipped``, for a backbone whose tokenizer has no
+chat template.
 
     python benchmarks/zero_shot.py --task sst2            # every sst2 template
     python benchmarks/zero_shot.py --task sst2 --best     # the recommended one only
@@ -118,8 +120,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"\n{missing}") from None
     names = [BEST[args.task]] if args.best else (args.templates or list_templates(args.task))
     backbone, tokenizer, head = load_backbone(args.backbone)
-    rows = []
+    rows, skipped = [], {}
     for name in names:
+        if load_template(name).chat and not getattr(tokenizer, "chat_template", None):
+            skipped[name] = f"{args.backbone}'s tokenizer has no chat template"
+            logging.warning("skipping %s: %s", name, skipped[name])
+            continue
         verbalizer = paired_verbalizer(name)
         model = PromptModel(
             backbone, tokenizer, load_template(name), load_verbalizer(verbalizer), head=head, batch_size=args.batch_size
@@ -137,13 +143,15 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "environment": environment(),
         "results": rows,
+        "skipped": skipped,
     }
     suffix = "_best" if args.best else ""
     path = write_results(f"zero_shot_{args.task}_{Path(args.backbone).name}{suffix}", payload, table, args.out)
     score_bars(path.with_suffix(".png"), f"{args.task} {split} ({len(examples)}), zero-shot, {args.backbone}",
                [f"{r['template']} · {r['calibration']}" for r in rows], [r["accuracy"] for r in rows],
                reference=1 / len(get_task(args.task).labels))  # fmt: skip
-    print(f"\n{args.task} ({split}, {len(examples)} examples, {args.backbone})\n\n{table}\n\nwrote {path}")
+    notes = "".join(f"\nskipped {name}: {reason}" for name, reason in skipped.items())
+    print(f"\n{args.task} ({split}, {len(examples)} examples, {args.backbone})\n\n{table}\n{notes}\nwrote {path}")
     return payload
 
 
