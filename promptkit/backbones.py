@@ -28,6 +28,8 @@ from promptkit.gguf_dense import convert_gguf
 logger = logging.getLogger(__name__)
 HeadKind = Literal["mlm", "causal"]
 DEFAULT_BACKBONE = "smollm2-135m"
+# the cache folder of a GGUF alias's dense weights; the number changes when its content does
+DENSE_FOLDER = "dense-v3"
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def _assembled_gguf(alias: str, spec: BundledModel) -> Path:
 
 def _dense_cache(alias: str, spec: BundledModel, gguf: Path) -> Path:
     """Dequantize a GGUF checkpoint once and keep the dense weights as safetensors."""
-    target = cache_dir() / f"{alias}-{spec.version}" / "dense-v2"
+    target = cache_dir() / f"{alias}-{spec.version}" / DENSE_FOLDER
     if (target / "model.safetensors").exists():
         return target
     logger.info("dequantizing %s once (about 20 s); cached in %s", gguf.name, target)

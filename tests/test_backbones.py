@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from promptkit import BackboneError, list_backbones, load_backbone
-from promptkit.backbones import ALIASES, BundledModel, cache_dir, detect_head
+from promptkit.backbones import ALIASES, DENSE_FOLDER, BundledModel, cache_dir, detect_head
 
 
 def test_aliases_are_listed():
@@ -23,7 +23,7 @@ def test_splade_tiny_is_a_real_bert_mlm():
 
 @pytest.mark.real_model
 def test_smollm2_loads_from_dense_cache(smollm2_dir):
-    assert (cache_dir() / "smollm2-135m-0.1.2" / "dense-v2" / "model.safetensors").exists()
+    assert (cache_dir() / "smollm2-135m-0.1.2" / DENSE_FOLDER / "model.safetensors").exists()
     model, tokenizer, head = load_backbone("smollm2-135m")
     assert head == "causal" and model.config.model_type == "llama" and tokenizer.is_fast
     assert getattr(model.config, "quantization_config", None) is None
