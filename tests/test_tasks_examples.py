@@ -89,7 +89,7 @@ def test_missing_file_names_path_and_env_var(tmp_path: Path) -> None:
 
 
 def test_registry() -> None:
-    assert list_tasks() == ["ag_news", "boolq", "cb", "mnli", "rte", "snli", "sst2"]
+    assert list_tasks() == ["ag_news", "boolq", "cb", "mnli", "ocnli", "rte", "snli", "sst2", "tnews"]
     assert {n: (t.default_eval_split, t.default_train_split) for n, t in TASKS.items()} == {
         "sst2": ("dev", "train"),
         "ag_news": ("test", None),
@@ -98,6 +98,8 @@ def test_registry() -> None:
         "boolq": ("val", "fewglue_train"),
         "mnli": ("dev_matched", None),
         "snli": ("dev", None),
+        "tnews": ("test_public", "train_0"),
+        "ocnli": ("test_public", "train_0"),
     }
     for task in TASKS.values():
         assert isinstance(task, TaskInfo)
