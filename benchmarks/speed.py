@@ -1,17 +1,22 @@
-"""PromptModel throughput against a plain transformers loop over the same token batches.
+"""Inference speed (issue 16): one script, four sections, one JSON + markdown table + PNG.
 
-Both sides see identical ``input_ids``/``attention_mask`` batches (taken from
-PromptModel's own encoder) and both apply the LM head only at the scored position, so
-the ratio measures promptkit's overhead: rendering, tokenization, gathering and label
-combination. Runs alternate (baseline, promptkit, baseline, ...) in one process and the
-best time of each side is compared. Peak RSS is read from the OS after the runs.
+- ``plain``: PromptModel.predict_proba against a plain transformers loop over the same prompts,
+  batched in input order (unsorted) and over promptkit's own length-sorted, token-budget
+  batches (sorted). Both apply the LM head only at the scored position.
+- ``demos``: SST-2 dev with one demonstration per class before every prompt: shared-prefix
+  key/value reuse on against off, with the predictions compared.
+- ``precision``: float32 / bfloat16 / int8 (dynamic quantization of the linear layers) on SST-2
+  dev: accuracy, examples/s and peak RSS, each mode in a fresh process.
+- ``scaling``: examples/s and peak RSS against the number of examples (SST-2 train sentences,
+  each N in a fresh process) and against prompt length (the review said k times).
 
-    python benchmarks/speed.py                    # SST-2 dev, default backbone
-    python benchmarks/speed.py --limit 256 --repeats 3
+In-process sections alternate their sides and keep each side's best run (ratios from one
+process on a noisy machine). Results are rewritten after every section; ``--merge`` keeps the
+sections of an earlier file that this run does not redo.
 
-Writes JSON, a markdown table and a PNG of examples per second (the best run of each side as
-a bar, every run as a dot); ``--replot`` redraws the PNG from an earlier JSON alone.
-
+    python benchmarks/speed.py                                   # every section, CPU-sized defaults
+    python benchmarks/speed.py --sections demos --limit 200
+    python benchmarks/speed.py --sections scaling --sizes 1000 10000 67349 --merge
     python benchmarks/speed.py --replot benchmarks/results/speed_smollm2-135m.json
 """
 
@@ -19,67 +24,104 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, markdown_table, write_results  # noqa: E402
+from _common import RESULTS, environment, markdown_table, write_results  # noqa: E402
 from _plots import bars, pyplot, save  # noqa: E402
+from _speed_sections import SECTIONS, measure  # noqa: E402
 
-from promptkit import PromptModel, load_task  # noqa: E402
 from promptkit.backbones import DEFAULT_BACKBONE  # noqa: E402
-from promptkit.catalog import load_template, load_verbalizer, paired_verbalizer  # noqa: E402
 
 
-def plain_loop(backbone, batches, word_ids: torch.Tensor) -> torch.Tensor:
-    """Hand-written transformers inference: body, last real position, LM head, log-softmax."""
-    out = []
-    with torch.inference_mode():
-        for batch in batches:
-            hidden = backbone.base_model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-            )[0]
-            last = batch.attention_mask.sum(-1) - 1  # [B]
-            picked = hidden[torch.arange(hidden.size(0)), last]  # [B, H]
-            logits = backbone.get_output_embeddings()(picked)  # [B, V]
-            out.append(logits.log_softmax(-1)[:, word_ids])
-    return torch.cat(out)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--template", default="sst2/review_sentiment", help="a template with the mask at the end")
+    p.add_argument("--limit", type=int, default=872, help="SST-2 dev examples for plain, demos and precision")
+    p.add_argument("--batch-size", type=int, default=32, help="the plain loop's batch size (input order)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating runs per side (in-process sections)")
+    modes = ["float32", "bfloat16", "int8"]
+    p.add_argument("--modes", nargs="+", default=modes, choices=modes, help="precision: modes to compare")
+    p.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000], help="scaling: SST-2 train examples")
+    p.add_argument("--repeats-text", nargs="+", type=int, default=[1, 4, 16], help="scaling: review said k times")
+    p.add_argument("--length-n", type=int, default=256, help="scaling: examples per prompt length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--merge", action="store_true", help="keep the earlier file's sections this run does not redo")
+    p.add_argument("--replot", type=Path, default=None, metavar="JSON", help="only redraw the PNG of this file")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one measurement, JSON in and out
+    return p.parse_args(argv)
 
 
-SIDES = {"plain": "plain transformers loop", "promptkit": "PromptModel.predict_proba"}
+def table(payload: dict[str, Any]) -> str:
+    """The markdown report: one table per section present."""
+    s, parts = payload["sections"], [f"backbone {payload['backbone']}, template {payload['template']}, "
+                                     f"{payload['environment']['threads']} torch threads"]  # fmt: skip
+    if "plain" in s:
+        a = s["plain"]
+        rows = [{"method": k, "best_s": a["best_s"][k], "examples_per_s": a["examples_per_s"][k]} for k in a["best_s"]]
+        parts.append(f"### (a) against a plain loop ({a['n_examples']} SST-2 dev)\n\n"
+                     + markdown_table(rows, ["method", "best_s", "examples_per_s"])
+                     + f"\n\npromptkit / plain unsorted = {a['ratio_vs_unsorted']:.2f}x; "
+                     f"promptkit / plain sorted = {a['ratio_vs_sorted']:.2f}x")  # fmt: skip
+    if "demos" in s:
+        b = s["demos"]
+        rows = [{"prefix reuse": k, "best_s": b["best_s"][k], "examples_per_s": b["examples_per_s"][k]}
+                for k in b["best_s"]]  # fmt: skip
+        parts.append(f"### (b) one demonstration per class ({b['n_examples']} SST-2 dev)\n\n"
+                     + markdown_table(rows, ["prefix reuse", "best_s", "examples_per_s"])
+                     + f"\n\nspeed-up {b['speedup']:.2f}x; identical predictions: {b['identical_predictions']} "
+                     f"(largest probability difference {b['max_abs_probability_difference']:.1e}); "
+                     f"accuracy {100 * b['accuracy']:.1f}%")  # fmt: skip
+    if "precision" in s:
+        runs = list(s["precision"]["runs"].values())
+        cols = ["mode", "accuracy", "accuracy_change_points", "agreement_with_float32", "examples_per_s",
+                "speedup_vs_float32", "peak_rss_mib", "load_s"]  # fmt: skip
+        parts.append(f"### (d) precision ({runs[0]['n']} SST-2 dev; CPU: {' '.join(s['precision']['cpu_flags'])})\n\n"
+                     + markdown_table(runs, cols))  # fmt: skip
+    if "scaling" in s:
+        c = s["scaling"]
+        cols = ["n", "mean_prompt_tokens", "examples_per_s", "peak_rss_mib", "load_s"]
+        parts.append("### (c) scaling with the number of examples (SST-2 train, float32)\n\n"
+                     + markdown_table(list(c["by_n"].values()), cols)
+                     + "\n\n### (c) scaling with prompt length (SST-2 dev, review said k times)\n\n"
+                     + markdown_table(list(c["by_length"].values()), ["repeat", *cols]))  # fmt: skip
+    return "\n\n".join(parts)
 
 
-def plot(payload: dict, path: Path) -> Path | None:
-    """Examples per second of both sides: the best run as a bar, every run as a dot; None without matplotlib."""
+def plot(payload: dict[str, Any], path: Path) -> Path | None:
+    """One panel of examples/s per section present; None without matplotlib."""
     plt = pyplot()
-    if plt is None:
+    s = payload["sections"]
+    panels = [(name, s[name]) for name in ("plain", "demos", "precision", "scaling") if name in s]
+    if plt is None or not panels:
         return None
-    n = payload["n_examples"]
-    rates = {side: [n / seconds for seconds in payload["times_s"][side]] for side in SIDES}
-    best = [max(rates[side]) for side in SIDES]
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    bars(ax, list(SIDES.values()), best, points=list(rates.values()), text=[f"{rate:.1f} ex/s" for rate in best])
-    ax.set_xlabel(f"examples per second ({n} SST-2 dev examples, batch {payload['batch_size']}; dots: runs)")
-    ax.set_title(f"{payload['backbone']}: promptkit / plain = {payload['throughput_ratio']:.2f}x (best runs)")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.2 * len(panels)), squeeze=False)
+    for ax, (name, data) in zip(axes[:, 0], panels):
+        if name == "precision":
+            rates = {k: v["examples_per_s"] for k, v in data["runs"].items()}
+        elif name == "scaling":
+            rates = {f"N={v['n']}": v["examples_per_s"] for v in data["by_n"].values()}
+            rates |= {f"{v['mean_prompt_tokens']:.0f} tokens": v["examples_per_s"] for v in data["by_length"].values()}
+        else:
+            rates = data["examples_per_s"]
+        bars(ax, list(rates), list(rates.values()), text=[f"{r:.1f} ex/s" for r in rates.values()])
+        ax.set_title(f"({'abdc'[['plain', 'demos', 'precision', 'scaling'].index(name)]}) {name}", fontsize="small")
+    axes[-1, 0].set_xlabel(f"examples per second, {payload['backbone']}")
     return save(fig, path)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    parser.add_argument("--template", default="sst2/review_sentiment", help="a template with the mask at the end")
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--replot", type=Path, default=None, metavar="JSON",
-                        help="only redraw the PNG next to this earlier result file, then exit")  # fmt: skip
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(measure(json.loads(args.worker))))
+        return {}
     if args.replot is not None:
         try:
             earlier = json.loads(args.replot.read_text())
@@ -89,52 +131,18 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"wrote {drawn}")
         return {**earlier, "plot": str(drawn)}
     torch.manual_seed(args.seed)
-
-    examples = load_task("sst2", "dev", limit=args.limit)
-    model = PromptModel.from_pretrained(
-        args.backbone,
-        template=load_template(args.template),
-        verbalizer=load_verbalizer(paired_verbalizer(args.template)),
-        batch_size=args.batch_size,
-    )
-    if model.head != "causal":
-        raise SystemExit("speed.py compares against a causal-LM loop; pass a causal backbone")
-    batches = [batch for _, batch in model.batches(examples)]
-    if any(b.input_ids.shape[0] != b.n_examples for b in batches):
-        raise SystemExit("speed.py needs single-token label words and a template with the mask at the end")
-    word_ids = torch.tensor([ids[0] for ids in model.table.ids(True)])
-
-    times = {"plain": [], "promptkit": []}
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        plain_loop(model.backbone, batches, word_ids)
-        times["plain"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        model.predict_proba(examples, progress=False)
-        times["promptkit"].append(time.perf_counter() - start)
-    best = {k: min(v) for k, v in times.items()}
-    rows = [
-        {"method": method, "seconds": best[side], "examples_per_s": len(examples) / best[side]}
-        for side, method in SIDES.items()
-    ]
-    ratio = best["plain"] / best["promptkit"]
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    table = markdown_table(rows, ["method", "seconds", "examples_per_s"])
-    table += f"\n\nthroughput ratio promptkit / plain = {ratio:.3f} (target >= 0.95); peak RSS {peak_rss_mib:.0f} MiB"
-    payload = {
-        "backbone": args.backbone,
-        "template": args.template,
-        "n_examples": len(examples),
-        "batch_size": args.batch_size,
-        "times_s": times,
-        "best_s": best,
-        "throughput_ratio": ratio,
-        "peak_rss_mib": peak_rss_mib,
-        "environment": environment(),
-    }
-    path = write_results(f"speed_{args.backbone}", payload, table, args.out)
-    plot(payload, path.with_suffix(".png"))
-    print(f"\n{table}\n\nwrote {path} and {path.with_suffix('.png').name}")
+    name = f"speed_{Path(args.backbone).name}"
+    path = (args.out or RESULTS) / f"{name}.json"
+    sections = json.loads(path.read_text())["sections"] if args.merge and path.exists() else {}
+    payload: dict[str, Any] = {}
+    for section in args.sections:
+        print(f"--- {section}", flush=True)
+        sections[section] = {**SECTIONS[section](args), "settings": vars(args) | {"out": str(args.out)}}
+        payload = {"backbone": args.backbone, "template": args.template, "sections": sections,
+                   "environment": environment()}  # fmt: skip
+        written = write_results(name, payload, table(payload), args.out)
+        plot(payload, written.with_suffix(".png"))
+    print(f"\n{table(payload)}\n\nwrote {path}")
     return payload
 
 

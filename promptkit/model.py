@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
-from promptkit import persistence
+from promptkit import persistence, precision
 from promptkit.addons import AddOn
 from promptkit.backbones import DEFAULT_BACKBONE, HeadKind, load_backbone
 from promptkit.cloze import ClozeBatch, ClozeEncoder
@@ -28,6 +29,8 @@ from promptkit.errors import ConfigError, DataError, EncodingError, check_choice
 from promptkit.examples import as_examples, labels_of
 from promptkit.label_words import LabelWordTable
 from promptkit.model_options import as_kind, check_int, checked_head, checked_max_length
+from promptkit.precision import QUANTIZE_MODES
+from promptkit.prefix import cache_argument
 from promptkit.scoring import (
     Combine,
     calibrated,
@@ -37,9 +40,10 @@ from promptkit.scoring import (
     output_features,
     word_log_probs,
 )
-from promptkit.shared_prefix import PrefixReuse, PrefixStore, suffix_inputs
+from promptkit.shared_prefix import PrefixReuse, PrefixStore, cache_reusable, suffix_inputs
 from promptkit.template import Template, render_all
 from promptkit.verbalizer import Label, Verbalizer
+from promptkit.word_rows import WordRows
 
 logger = logging.getLogger(__name__)
 Calibration = Literal["none", "content_free", "batch"]
@@ -149,6 +153,7 @@ class PromptModel(torch.nn.Module):
         max_batch_tokens: int | None = None,
         reuse_prefix: bool | None = None,
         dtype: str | torch.dtype | None = None,
+        quantize: str | None = None,
         device: str | torch.device | None = None,
         **unknown: Any,
     ) -> PromptModel:
@@ -156,7 +161,9 @@ class PromptModel(torch.nn.Module):
 
         Options left as None keep a saved model's settings (or the defaults for a new one);
         ``template``/``verbalizer`` replace a saved model's (its calibration is then dropped).
-        Any other keyword is an error that names the closest valid one.
+        ``dtype="bfloat16"`` loads the weights in bfloat16; ``quantize="int8"`` quantizes the
+        linear layers for CPU inference (:mod:`promptkit.precision`). Any other keyword is an
+        error that names the closest valid one.
         """
         if unknown:
             valid = [p for p in inspect.signature(cls.from_pretrained).parameters][1:-1]  # not name_or_path, unknown
@@ -169,17 +176,23 @@ class PromptModel(torch.nn.Module):
             "max_batch_tokens": max_batch_tokens, "reuse_prefix": reuse_prefix,
         }  # fmt: skip
         options = {k: v for k, v in options.items() if v is not None}
+        if quantize is not None:
+            check_choice("quantize", quantize, QUANTIZE_MODES)
         if persistence.is_saved_model(name_or_path):
-            return persistence.load(
+            model = persistence.load(
                 cls, name_or_path, template=template, verbalizer=verbalizer, head=head, dtype=dtype, device=device,
                 options=options,
             )  # fmt: skip
-        persistence.check_not_a_broken_save(name_or_path)
-        if template is None or verbalizer is None:
-            raise persistence.missing_prompt_error(name_or_path)
-        backbone, tokenizer, head = load_backbone(name_or_path, head=head, dtype=dtype)
-        model = cls(backbone, tokenizer, template, verbalizer, head=head, name_or_path=name_or_path, **options)
-        return model.to(device) if device is not None else model
+        else:
+            persistence.check_not_a_broken_save(name_or_path)
+            if template is None or verbalizer is None:
+                raise persistence.missing_prompt_error(name_or_path)
+            backbone, tokenizer, head = load_backbone(name_or_path, head=head, dtype=dtype)
+            model = cls(backbone, tokenizer, template, verbalizer, head=head, name_or_path=name_or_path, **options)
+            model = model.to(device) if device is not None else model
+        if quantize is not None:
+            precision.quantize(model.backbone, quantize)
+        return model
 
     # ------------------------------------------------------------ derived state
     def _rebuild(self) -> None:
@@ -300,22 +313,34 @@ class PromptModel(torch.nn.Module):
         given = inputs_embeds is not None
         if inputs_embeds is None and batch.slot_positions.shape[1]:
             inputs_embeds = self.input_embeddings(batch)
+        words = WordRows.plan(batch) if not given and cache_reusable(self) else None
+        run = batch if words is None else words.first_batch(batch)
+        embeds = inputs_embeds if words is None or inputs_embeds is None else inputs_embeds[words.first]
         store = prefix_store if prefix_store is not None else PrefixStore()
-        split = None if given or not self.prefix_reuse.applies(self, batch) else self.prefix_reuse.split(batch, store)
+        split = None if given or not self.prefix_reuse.applies(self, run) else self.prefix_reuse.split(run, store)
         if split is not None:
-            batch, inputs = suffix_inputs(self, batch, inputs_embeds, *split, store)
+            run, inputs = suffix_inputs(self, run, embeds, *split, store)
         else:
-            inputs = {"input_ids": batch.input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
-            inputs["attention_mask"] = batch.attention_mask
+            inputs = {"input_ids": run.input_ids} if embeds is None else {"inputs_embeds": embeds}
+            inputs["attention_mask"] = run.attention_mask
             for addon in self._hooks():
-                inputs = addon.backbone_inputs(self, batch, inputs)
-            inputs["use_cache"] = False
-        with head_only_at(self.backbone, batch.positions), output_features(self.backbone) as features:
+                inputs = addon.backbone_inputs(self, run, inputs)
+            inputs["use_cache"] = words is not None  # stage 2 of WordRows reads stage 1's cache
+            if words is not None:
+                inputs.setdefault(cache_argument(self.backbone), DynamicCache(config=self.backbone.config))
+        with head_only_at(self.backbone, run.positions), output_features(self.backbone) as features:
             logits = self.backbone(**inputs).logits  # [R, P, V]
-        words = word_log_probs(logits, batch.gather, batch.cell, batch.n_examples * batch.n_words)
-        words = words.view(batch.n_examples, batch.n_words)  # [B, W]
-        scores = combine_words(words, self.word_label, len(self.verbalizer.labels), self.combine)  # [B, L]
-        first = features[0][batch.example_rows, 0]  # [B, H']: where the label word is predicted
+        n_cells = batch.n_examples * batch.n_words
+        if words is None:
+            word_scores = word_log_probs(logits, batch.gather, batch.cell, n_cells)
+        else:
+            word_scores = words.word_scores(self, batch, logits, inputs, inputs_embeds)
+        scores = combine_words(
+            word_scores.view(batch.n_examples, batch.n_words), self.word_label, len(self.verbalizer.labels),
+            self.combine,
+        )  # [B, L]  # fmt: skip
+        rows = batch.example_rows if words is None else words.local_rows(batch.example_rows)
+        first = features[0][rows, 0]  # [B, H']: where the label word is predicted
         for addon in self._hooks():
             scores = addon.label_scores(self, batch, scores, first)
         return scores

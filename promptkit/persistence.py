@@ -28,6 +28,7 @@ from promptkit.backbones import ALIASES, load_backbone
 from promptkit.errors import PromptkitError, SavedModelError
 from promptkit.file_readers import read_json, read_safetensors
 from promptkit.lora import load_adapter, save_adapter
+from promptkit.precision import is_quantized
 from promptkit.template import Template
 from promptkit.verbalizer import Verbalizer
 
@@ -104,6 +105,11 @@ def load_addon(directory: Path) -> AddOn:
 def save(model: Any, directory: str, *, include_backbone: bool = True) -> None:
     """Write ``model`` to ``directory``: into a temporary sibling first, then swapped into place."""
     out = Path(directory)
+    if is_quantized(model.backbone):
+        raise SavedModelError(
+            "a quantized model is not saved (int8 layers have no float weights to write); save the float model "
+            "and quantize when loading: PromptModel.from_pretrained(folder, quantize='int8')"
+        )
     adapter = bool(getattr(model.backbone, "peft_config", None))
     if (adapter or not include_backbone) and not model.name_or_path:
         raise SavedModelError(

@@ -74,13 +74,7 @@ class PrefixReuse:
 
     def applies(self, model: Any, batch: ClozeBatch) -> bool:
         """Whether ``batch`` may take the reuse path (module doc), before looking at its tokens."""
-        return (
-            self.enabled
-            and model.head == "causal"
-            and not torch.is_grad_enabled()
-            and batch.input_ids.size(0) > 1
-            and all(_composes(addon) for addon in model.addons.values())
-        )
+        return self.enabled and not torch.is_grad_enabled() and batch.input_ids.size(0) > 1 and cache_reusable(model)
 
     def split(self, batch: ClozeBatch, store: PrefixStore) -> tuple[tuple[int, ...], torch.Tensor] | None:
         """``(prefix ids, [R] bool: row starts with it)`` for ``batch``, or None where no prefix is worth it.
@@ -106,17 +100,21 @@ class PrefixReuse:
         return (prefix, group) if count > 1 and len(prefix) >= m else None
 
 
-def _composes(addon: AddOn) -> bool:
-    """Whether ``addon``'s backbone inputs leave room for the reuse (it changes none, or it is prefix tuning)."""
-    return isinstance(addon, PrefixTuning) or type(addon).backbone_inputs is AddOn.backbone_inputs
+def cache_reusable(model: Any) -> bool:
+    """Whether ``model``'s rows may be run in parts over a key/value cache: a causal head, and add-ons that
+    change no backbone input or only put prefix-tuning vectors in front."""
+    return model.head == "causal" and all(
+        isinstance(addon, PrefixTuning) or type(addon).backbone_inputs is AddOn.backbone_inputs
+        for addon in model.addons.values()
+    )
 
 
 def _suffix_must_start_by(batch: ClozeBatch) -> torch.Tensor:
-    """``[R]`` per row, the first position the prefix may not cover: its first scored or slot position."""
-    rows = batch.gather[:, 0]
-    read = batch.positions[rows, batch.gather[:, 1]]  # scored positions actually read
-    first = torch.full((batch.input_ids.size(0),), batch.input_ids.size(1), dtype=torch.long, device=read.device)
-    first = first.scatter_reduce(0, rows, read, reduce="amin")
+    """``[R]`` per row, the first position the prefix may not cover: its first scored or slot position.
+
+    A row's scored positions are listed first and ascending (zeros pad the rest), so column 0 is the first.
+    """
+    first = batch.positions[:, 0]
     if batch.slot_positions.shape[1]:
         first = torch.minimum(first, batch.slot_positions.min(1).values)
     return first

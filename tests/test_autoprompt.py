@@ -17,6 +17,7 @@ from promptkit.strategies import AutoPrompt, TriggerTokens, get_strategy
 from promptkit.strategies import autoprompt_search as search
 from promptkit.strategies.autoprompt_prefix import PrefixCache, SuffixBatch
 from promptkit.strategies.autoprompt_words import mask_features
+from promptkit.word_rows import WordRows
 
 END = Template("{{ text }} It was {{ trigger(1) }} {{ mask }}", name="kw/end")
 ALL_GOOD = [{"text": e["text"], "label": 1} for e in KEYWORD]  # the tiny model says "bad" to every one at first
@@ -147,7 +148,8 @@ def test_suffix_scoring_equals_whole_rows_scores_and_gradients(text, words, tiny
             torch.testing.assert_close(again.scores(model, again.embeddings(model)), model(model.encode(rows)),
                                        rtol=1e-5, atol=1e-5)  # fmt: skip
     assert len(cache.entries) == 3 and cache.bytes > 0
-    assert len(runs) == 1 + 3 * 2  # one prefix run for the three rows; 3 x (cached split + whole forward)
+    whole_runs = 1 if WordRows.plan(model.encode(VARIED)) is None else 2  # multi-token words: prompt rows, then words
+    assert len(runs) == 1 + 3 * (1 + whole_runs)  # one prefix run for the three rows; 3 x (cached split + whole)
 
 
 def test_suffix_scoring_applies_only_where_the_prefix_cannot_see_the_triggers(tiny_causal, bpe_tokenizer, tiny_mlm,

@@ -1,4 +1,5 @@
-"""Shared-prefix key/value reuse (promptkit.shared_prefix) and token-budget batching: same scores, less work."""
+"""Runs that split rows over a key/value cache (shared prefixes, multi-token word rows) and token-budget
+batching: the same scores as whole rows, less work."""
 
 from __future__ import annotations
 
@@ -50,11 +51,20 @@ def _scores(model: PromptModel, rows, reuse: bool) -> tuple[torch.Tensor, Prefix
         return model(model.encode(rows), prefix_store=store), store
 
 
+def _whole_rows(model: PromptModel, rows) -> torch.Tensor:
+    """Every row run whole: given input embeddings, the model splits no row (no prefix, no word-row stages)."""
+    batch = model.encode(rows)
+    with torch.inference_mode():
+        return model(batch, inputs_embeds=model.input_embeddings(batch))
+
+
 def _assert_same_with_and_without(model: PromptModel, rows, runs: int = 1) -> None:
     plain, unused = _scores(model, rows, reuse=False)
     reused, store = _scores(model, rows, reuse=True)
     assert unused.runs == 0 and store.runs == runs  # the reuse path was (not) taken
-    torch.testing.assert_close(reused, plain, atol=1e-4, rtol=0)
+    whole = _whole_rows(model, rows)
+    torch.testing.assert_close(plain, whole, atol=1e-4, rtol=0)
+    torch.testing.assert_close(reused, whole, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +147,33 @@ def test_reuse_on_the_real_backbone_with_demonstrations(smollm2_dir):
     on = model.predict_proba(ROWS)
     model.prefix_reuse.enabled = False
     assert (on.argmax(1) == model.predict_proba(ROWS).argmax(1)).all()
+
+
+# ------------------------------------------------------------------ multi-token word rows
+def test_word_rows_run_only_their_extra_tokens_and_match_whole_rows(backbone, bpe_tokenizer):
+    from promptkit.word_rows import WordRows
+
+    model = PromptModel(backbone, bpe_tokenizer, Template("Review: {{ text }} It was {{ mask }}"), WORDS)
+    batch = model.encode(ROWS)
+    plan = WordRows.plan(batch)
+    assert plan.first.tolist() == batch.example_rows.tolist()  # one prompt row per example runs whole
+    assert plan.rest.numel() == batch.input_ids.size(0) - len(ROWS)  # the teacher-forced rows: only their words
+    assert WordRows.plan(PromptModel(backbone, bpe_tokenizer, Template("{{ text }} It was {{ mask }}"),
+                                     Verbalizer({0: ["bad"], 1: ["good"]})).encode(ROWS)) is None  # fmt: skip
+    _assert_same_with_and_without(model, ROWS, runs=0)
+
+
+def test_word_rows_give_the_same_gradients(bpe_tokenizer):
+    backbone = _llama(len(bpe_tokenizer))
+    model = PromptModel(backbone, bpe_tokenizer, Template("Review: {{ text }} It was {{ mask }}"), WORDS)
+    batch = model.encode(ROWS)
+    grads = []
+    for embeds in (None, "whole"):
+        backbone.zero_grad()
+        scores = model(batch) if embeds is None else model(batch, inputs_embeds=model.input_embeddings(batch))
+        scores.log_softmax(-1)[:, 1].sum().backward()
+        grads.append(backbone.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-4)
 
 
 # ------------------------------------------------------------------ token-budget batching
