@@ -23,8 +23,10 @@ it evaluates on val. |T| = 0 on ag_news runs iPET from zero labels and zero_shot
     python benchmarks/pet.py --tasks ag_news --sizes 10 --seeds 13 --methods pet --steps 5
 
 Results (JSON, markdown, plot) are rewritten after every run; ``--merge`` reuses finished
-runs of earlier files whose settings and rows match. PET/iPET keep finished members under
-``--output-dir`` (one folder per run and settings), so a killed run resumes there.
+runs of earlier files whose settings and rows match (until the grid reaches a cell, a merged
+run of that cell is saved in its place, so a killed grid loses nothing merged). PET/iPET
+keep finished members under ``--output-dir`` (one folder per run and settings), so a killed
+run resumes there.
 """
 
 from __future__ import annotations
@@ -251,7 +253,18 @@ class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.rows = args, []
         self.earlier = earlier_runs(args.merge)
+        self.planned: set[tuple] = set()
         self._backbones: Backbones | None = None
+
+    def standing_in(self) -> list[dict]:
+        """Merged runs of grid cells not reached yet: saved meanwhile, so a killed grid loses nothing merged."""
+        done = {(r["task"], r["size"], r["seed"], r["method"]) for r in self.rows}
+        cells = self.planned - done
+        return [
+            {**r, "reused": True}
+            for r in self.earlier.values()
+            if (r["task"], r["size"], r["seed"], r["method"]) in cells
+        ]
 
     @property
     def backbones(self) -> Backbones:
@@ -260,11 +273,19 @@ class Runner:
         return self._backbones
 
     def run(self, save) -> None:
+        files = {task: load_files(task, self.args.sizes) for task in self.args.tasks}
+        self.planned = {
+            (task, size, seed, method)
+            for task in self.args.tasks
+            for size in task_sizes(task, self.args, files[task])
+            for seed in self.args.seeds
+            for method in self.args.methods
+            if applies(method, size)
+        }
         for task in self.args.tasks:
-            files = load_files(task, self.args.sizes)
-            for size in task_sizes(task, self.args, files):
+            for size in task_sizes(task, self.args, files[task]):
                 for seed in self.args.seeds:
-                    split = draw_pools(task, size, seed, self.args.unlabeled, self.args.eval_limit, files)
+                    split = draw_pools(task, size, seed, self.args.unlabeled, self.args.eval_limit, files[task])
                     for method in (m for m in self.args.methods if applies(m, size) and m != "pvp_finetune"):
                         row = self.run_one(task, size, seed, method, split)
                         if method == "pet" and "pvp_finetune" in self.args.methods:
@@ -306,11 +327,12 @@ def main(argv: list[str] | None = None) -> dict:
     runner = Runner(args)
 
     def save() -> dict:
-        aggregates = aggregate(runner.rows)
+        rows = runner.rows + runner.standing_in()
+        aggregates = aggregate(rows)
         table = markdown(aggregates, settings_lines, notes)
         payload = {"config": config, "environment": environment(), "settings": settings_lines, "notes": notes,
                    "std": STD, "peak_rss": "ru_maxrss of the process after the run: the peak so far, not per run",
-                   "runs": runner.rows, "aggregates": aggregates}  # fmt: skip
+                   "runs": rows, "aggregates": aggregates}  # fmt: skip
         write_results(name, payload, table, out)
         plot(aggregates, out / f"{name}.png", f"PET / iPET, {args.backbone}")
         return {**payload, "table": table}

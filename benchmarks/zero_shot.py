@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--templates", nargs="*", help="catalog names; default: all of the task")
     parser.add_argument("--best", action="store_true", help="only the task's recommended template")
     parser.add_argument("--limit", type=int, default=None, help="first N evaluation examples")
+    parser.add_argument("--sample", type=int, default=None,
+                        help="N evaluation examples drawn at random with --seed (FewCLUE's test_public is sorted by "
+                        "label, so its first N are one class)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
@@ -114,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     split = args.split or get_task(args.task).default_eval_split
     try:
         examples = load_task(args.task, split, limit=args.limit)
+        if args.sample is not None and args.sample < len(examples):
+            examples = [examples[i] for i in sorted(random.Random(args.seed).sample(range(len(examples)), args.sample))]
     except DataUnavailableError as missing:
         if args.task == "sst2" and args.best and not args.no_demo:
             return run_demo(args, missing)
@@ -139,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         "task": args.task,
         "split": split,
         "n_examples": len(examples),
+        "sample": args.sample,
         "backbone": args.backbone,
         "seed": args.seed,
         "environment": environment(),
