@@ -194,7 +194,10 @@ def test_search_finds_a_planted_trigger_and_raises_train_accuracy(causal, bpe_to
     assert strategy.template_ == Template("{{ text }} It was zebra {{ mask }}", name="kw/end")
     assert strategy.history_[0]["accepted"] and strategy.history_[0]["candidate"] == "Ġzebra"
     assert set(strategy.history_[0]) == {"iteration", "position", "candidate", "candidate_id", "accepted", "n_scored",
-                                         "train_score", "current_score", "dev_score", "seconds"}  # fmt: skip
+                                         "train_score", "current_score", "confirm_scores", "dev_score",
+                                         "seconds"}  # fmt: skip
+    current, winner = strategy.history_[0]["confirm_scores"]  # the winner beat "the" again on a fresh batch
+    assert winner > current
     saved = json.loads(strategy.to_json(tmp_path / "history.json").read_text())
     assert saved["triggers"] == [zebra] and len(saved["history"]) == 3
 
@@ -211,6 +214,23 @@ def test_search_without_planting_still_helps_and_is_deterministic(causal):
     other = AutoPrompt(iterations=4, seed=4)
     other.fit(causal, ALL_GOOD)
     assert [h["position"] for h in other.history_] != [h["position"] for h in strategy.history_]
+
+
+def test_confirmation_rejects_a_winner_that_does_not_hold_on_a_fresh_batch(causal):
+    """With confirm=False every iteration accepts its best candidate; confirming keeps only those that hold."""
+    causal.template = Template("{{ text }} It was {{ trigger(2) }} {{ mask }}")
+    causal.attach(TriggerTokens([7] * 2))
+    loose = AutoPrompt(iterations=6, seed=5, confirm=False)
+    loose.fit(causal, ALL_GOOD)
+    strict = AutoPrompt(iterations=6, seed=5)
+    strict.fit(causal, ALL_GOOD)
+    assert all(h["confirm_scores"] is None for h in loose.history_)
+    for h in strict.history_:
+        if h["confirm_scores"] is not None:
+            assert h["accepted"] == (h["confirm_scores"][1] > h["confirm_scores"][0])
+    assert sum(h["accepted"] for h in strict.history_) <= sum(h["accepted"] for h in loose.history_)
+    with pytest.raises(StrategyError, match="confirm"):
+        AutoPrompt(confirm="yes")
 
 
 def test_mlm_search_runs_and_gradients_flow_through_a_mid_prompt_causal_mask(tiny_mlm, wordpiece_tokenizer, causal):

@@ -79,6 +79,10 @@ class AutoPrompt(StrategyBase):
         seed: seeds the batches and positions: the same seed gives the same triggers.
         dev_every: evaluate on ``dev`` every this many iterations (the best set is kept).
         label_words_k: words per label :meth:`search_label_words` finds.
+        confirm: accept the iteration's best candidate only if it also beats the current token
+            on a second fresh batch. The best of ``k`` candidates on one small batch nearly
+            always beats the current token by chance (the winner's curse), and the search then
+            wanders; the second batch scores just the two tokens, so it costs little.
 
     Attributes (after :meth:`fit`):
         triggers_: the trigger token ids, slot by slot.
@@ -103,6 +107,7 @@ class AutoPrompt(StrategyBase):
         seed: int = 0,
         dev_every: int = 10,
         label_words_k: int = 1,
+        confirm: bool = True,
     ) -> None:
         for name in ("n_candidates", "iterations", "accumulation", "batch_size", "dev_every", "label_words_k"):
             _positive(name, locals()[name])
@@ -113,7 +118,9 @@ class AutoPrompt(StrategyBase):
             raise StrategyError(f"autoprompt seed={seed!r} is invalid: expected an int")
         self.n_candidates, self.iterations, self.accumulation = n_candidates, iterations, accumulation
         self.batch_size, self.filter, self.init_token, self.seed = batch_size, filter, init_token, seed
-        self.dev_every, self.label_words_k = dev_every, label_words_k
+        if not isinstance(confirm, bool):
+            raise StrategyError(f"autoprompt confirm={confirm!r} is invalid: expected True or False")
+        self.dev_every, self.label_words_k, self.confirm = dev_every, label_words_k, confirm
         self.triggers_: list[int] | None = None
         self.template_: Template | None = None
         self.verbalizer_: Verbalizer | None = None
@@ -236,6 +243,15 @@ class AutoPrompt(StrategyBase):
                 scores = self.score_tokens(model, batch, slot, tokens, target[picked], cache)
                 choice = int(scores[1:].argmax()) + 1 if len(found) else 0
                 accepted = bool(scores[choice] > scores[0])
+                confirm_score = None
+                if accepted and self.confirm:  # the winner again, on a fresh batch, against the current token
+                    again = rng.sample(range(len(rows)), min(self.batch_size, len(rows)))
+                    pair = torch.tensor([current, int(tokens[choice])])
+                    check = self.score_tokens(
+                        model, model.encode([rows[i] for i in again]), slot, pair, target[again], cache
+                    )
+                    confirm_score = (float(check[0]), float(check[1]))
+                    accepted = bool(check[1] > check[0])
                 if accepted:
                     addon.token_ids[slot] = int(tokens[choice])
                 dev_score = None
@@ -247,7 +263,7 @@ class AutoPrompt(StrategyBase):
                     "iteration": it, "position": slot, "candidate_id": int(tokens[choice]),
                     "candidate": model.tokenizer.convert_ids_to_tokens(int(tokens[choice])),
                     "accepted": accepted, "train_score": float(scores[choice]),
-                    "current_score": float(scores[0]), "n_scored": len(tokens),
+                    "current_score": float(scores[0]), "n_scored": len(tokens), "confirm_scores": confirm_score,
                     "dev_score": None if dev_score is None else dev_score[0],
                     "seconds": time.perf_counter() - start,
                 })  # fmt: skip
