@@ -46,6 +46,7 @@ import argparse
 import gc
 import json
 import logging
+import random
 import sys
 import time
 from collections import Counter
@@ -287,6 +288,7 @@ class Runner:
         for task in self.args.tasks:
             if task in FEWCLUE:
                 fixed_eval = load_task(task, "test_public")
+                random.Random(0).shuffle(fixed_eval)  # sorted by label: --eval-limit takes a fixed random N
                 for seed in self.args.seeds:
                     split = fewclue_split(task, seed, fixed_eval, self.args.eval_limit)
                     for method in self.args.methods:
@@ -369,7 +371,8 @@ def notes_for(args: argparse.Namespace, runner: Runner) -> list[str]:
     if any(task in FEWCLUE for task in args.tasks):
         notes.append(FEWCLUE_NOTE)
     if args.eval_limit:
-        notes.append(f"evaluation capped at the first {args.eval_limit} examples (--eval-limit).")
+        notes.append(f"evaluation capped at the first {args.eval_limit} examples (--eval-limit; FewCLUE's "
+                     "test_public, sorted by label, is shuffled with seed 0 first).")  # fmt: skip
     notes += sorted(runner.short_classes)
     return notes + [f"skipped {method}: {reason}" for method, reason in runner.skipped.items()]
 
