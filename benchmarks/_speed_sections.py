@@ -65,7 +65,7 @@ def _alternate(sides: dict[str, Any], repeats: int) -> dict[str, list[float]]:
     return times
 
 
-def section_plain(args) -> dict[str, Any]:
+def section_plain(args, save) -> dict[str, Any]:
     """(a) PromptModel against a plain loop over the same prompts: in input order, and length-sorted."""
     examples = load_task("sst2", "dev", limit=args.limit)
     model = load_model(args.backbone, args.template)
@@ -95,7 +95,7 @@ def section_plain(args) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def section_demos(args) -> dict[str, Any]:
+def section_demos(args, save) -> dict[str, Any]:
     """(b) SST-2 dev with one demonstration per class before every prompt: prefix reuse on against off."""
     examples = load_task("sst2", "dev", limit=args.limit)
     model = load_model(args.backbone, args.template)
@@ -156,7 +156,7 @@ def in_fresh_process(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def section_precision(args) -> dict[str, Any]:
+def section_precision(args, save) -> dict[str, Any]:
     """(d) float32 / bfloat16 / int8 on SST-2 dev: accuracy, speed and peak RSS, each in a fresh process."""
     runs = {}
     for mode in args.modes:
@@ -171,28 +171,33 @@ def section_precision(args) -> dict[str, Any]:
             run["accuracy_change_points"] = 100 * (run["accuracy"] - base["accuracy"])
             same = np.array(run["predictions"]) == np.array(base["predictions"])
             run["agreement_with_float32"] = float(same.mean())
+    for run in runs.values():
         run.pop("predictions")
     return {"runs": runs, "cpu_flags": _cpu_flags()}
 
 
-def section_scaling(args) -> dict[str, Any]:
-    """(c) examples/s and peak RSS against the number of examples and against prompt length."""
-    by_n = {}
-    for n in args.sizes:
-        by_n[str(n)] = run = in_fresh_process(
-            {"backbone": args.backbone, "template": args.template, "mode": "float32", "split": "train", "n": n}
-        )
-        run.pop("predictions")
-        print(f"scaling N={run['n']}: {run['examples_per_s']:.1f} ex/s, peak RSS {run['peak_rss_mib']:.0f} MiB")
-    by_length = {}
+def section_scaling(args, save) -> dict[str, Any]:
+    """(c) examples/s and peak RSS against prompt length, then against the number of examples (ascending).
+
+    ``save`` gets the section so far after every measurement: the largest N takes longest.
+    """
+    out: dict[str, Any] = {"by_length": {}, "by_n": {}}
     for repeat in args.repeats_text:
-        by_length[str(repeat)] = run = in_fresh_process(
+        out["by_length"][str(repeat)] = run = in_fresh_process(
             {"backbone": args.backbone, "template": args.template, "mode": "float32", "split": "dev",
              "n": args.length_n, "repeat": repeat}
         )  # fmt: skip
         run.pop("predictions")
         print(f"length x{repeat}: {run['mean_prompt_tokens']:.0f} tokens, {run['examples_per_s']:.1f} ex/s")
-    return {"by_n": by_n, "by_length": by_length}
+        save(out)
+    for n in sorted(args.sizes):
+        out["by_n"][str(n)] = run = in_fresh_process(
+            {"backbone": args.backbone, "template": args.template, "mode": "float32", "split": "train", "n": n}
+        )
+        run.pop("predictions")
+        print(f"scaling N={run['n']}: {run['examples_per_s']:.1f} ex/s, peak RSS {run['peak_rss_mib']:.0f} MiB")
+        save(out)
+    return out
 
 
 def _cpu_flags() -> list[str]:

@@ -135,13 +135,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = (args.out or RESULTS) / f"{name}.json"
     sections = json.loads(path.read_text())["sections"] if args.merge and path.exists() else {}
     payload: dict[str, Any] = {}
-    for section in args.sections:
-        print(f"--- {section}", flush=True)
-        sections[section] = {**SECTIONS[section](args), "settings": vars(args) | {"out": str(args.out)}}
+
+    def save(section: str, result: dict[str, Any]) -> None:
+        nonlocal payload
+        sections[section] = {**result, "settings": vars(args) | {"out": str(args.out)}}
         payload = {"backbone": args.backbone, "template": args.template, "sections": sections,
                    "environment": environment()}  # fmt: skip
         written = write_results(name, payload, table(payload), args.out)
         plot(payload, written.with_suffix(".png"))
+
+    for section in args.sections:
+        print(f"--- {section}", flush=True)
+        save(section, SECTIONS[section](args, lambda partial, section=section: save(section, partial)))
     print(f"\n{table(payload)}\n\nwrote {path}")
     return payload
 
