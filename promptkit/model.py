@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
-from transformers import DynamicCache
 
-from promptkit import persistence, precision
+from promptkit import lm_pass, persistence, precision
 from promptkit.addons import AddOn
 from promptkit.backbones import DEFAULT_BACKBONE, HeadKind, load_backbone
 from promptkit.cloze import ClozeBatch, ClozeEncoder
@@ -30,20 +29,15 @@ from promptkit.examples import as_examples, labels_of
 from promptkit.label_words import LabelWordTable
 from promptkit.model_options import as_kind, check_int, checked_head, checked_max_length
 from promptkit.precision import QUANTIZE_MODES
-from promptkit.prefix import cache_argument
 from promptkit.scoring import (
     Combine,
     calibrated,
     combine_words,
-    head_only_at,
     mean_prior,
-    output_features,
-    word_log_probs,
 )
-from promptkit.shared_prefix import PrefixReuse, PrefixStore, cache_reusable, suffix_inputs
+from promptkit.shared_prefix import PrefixReuse, PrefixStore
 from promptkit.template import Template, render_all
 from promptkit.verbalizer import Label, Verbalizer
-from promptkit.word_rows import WordRows
 
 logger = logging.getLogger(__name__)
 Calibration = Literal["none", "content_free", "batch"]
@@ -310,37 +304,11 @@ class PromptModel(torch.nn.Module):
                 (:mod:`promptkit.shared_prefix`); a new one per call by default.
         """
         batch = batch.to(self.device)
-        given = inputs_embeds is not None
-        if inputs_embeds is None and batch.slot_positions.shape[1]:
-            inputs_embeds = self.input_embeddings(batch)
-        words = WordRows.plan(batch) if not given and cache_reusable(self) else None
-        run = batch if words is None else words.first_batch(batch)
-        embeds = inputs_embeds if words is None or inputs_embeds is None else inputs_embeds[words.first]
         store = prefix_store if prefix_store is not None else PrefixStore()
-        split = None if given or not self.prefix_reuse.applies(self, run) else self.prefix_reuse.split(run, store)
-        if split is not None:
-            run, inputs = suffix_inputs(self, run, embeds, *split, store)
-        else:
-            inputs = {"input_ids": run.input_ids} if embeds is None else {"inputs_embeds": embeds}
-            inputs["attention_mask"] = run.attention_mask
-            for addon in self._hooks():
-                inputs = addon.backbone_inputs(self, run, inputs)
-            inputs["use_cache"] = words is not None  # stage 2 of WordRows reads stage 1's cache
-            if words is not None:
-                inputs.setdefault(cache_argument(self.backbone), DynamicCache(config=self.backbone.config))
-        with head_only_at(self.backbone, run.positions), output_features(self.backbone) as features:
-            logits = self.backbone(**inputs).logits  # [R, P, V]
-        n_cells = batch.n_examples * batch.n_words
-        if words is None:
-            word_scores = word_log_probs(logits, batch.gather, batch.cell, n_cells)
-        else:
-            word_scores = words.word_scores(self, batch, logits, inputs, inputs_embeds)
+        words, first = lm_pass.word_scores(self, batch, inputs_embeds, store)  # [B * W], [B, H']
         scores = combine_words(
-            word_scores.view(batch.n_examples, batch.n_words), self.word_label, len(self.verbalizer.labels),
-            self.combine,
-        )  # [B, L]  # fmt: skip
-        rows = batch.example_rows if words is None else words.local_rows(batch.example_rows)
-        first = features[0][rows, 0]  # [B, H']: where the label word is predicted
+            words.view(batch.n_examples, batch.n_words), self.word_label, len(self.verbalizer.labels), self.combine
+        )  # [B, L]
         for addon in self._hooks():
             scores = addon.label_scores(self, batch, scores, first)
         return scores
