@@ -52,7 +52,7 @@ from promptkit.label_words import LabelWordTable
 Spans = tuple[tuple[int, int], ...]
 
 
-@dataclass
+@dataclass(slots=True)  # one per example while a chunk is sorted into batches: no __dict__ each
 class Rows:
     """Rows being collected for one batch (see :class:`~promptkit.cloze.ClozeBatch`)."""
 
