@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM
-
-from promptkit.backbones import resolve
-from promptkit.data import DataUnavailableError
-
-torch.set_num_threads(2)
 # The suite never downloads: with `datasets` installed and a network, a test without local data would
-# otherwise fetch it from the hub (promptkit.data); offline it is skipped (see the hook below).
+# otherwise fetch it from the hub (promptkit.data); offline it is skipped (see the hook below). Set before
+# huggingface_hub is imported (it reads these once), so a hub name in a test fails at once, not after timeouts.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from promptkit.backbones import resolve  # noqa: E402
+from promptkit.data import DataUnavailableError  # noqa: E402
+
+torch.set_num_threads(2)
 
 
 @pytest.hookimpl(hookwrapper=True)
