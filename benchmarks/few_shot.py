@@ -327,7 +327,7 @@ class Runner:
         eval_key = (task, tuple(r.get("_pos", i) for i, r in enumerate(split.eval)), demos)
         earlier = self.earlier.get(self._key(about, settings))
         if earlier is not None:
-            logger.info("%s K=%d seed=%d %s: reused from --merge", task, k, seed, method)
+            logger.info("%s K=%s seed=%d %s: reused from --merge", task, k, seed, method)
             self.rows.append(earlier)
             if method == "zero_shot":
                 kept = ("accuracy", "macro_f1", "confusion_matrix", "seconds")
@@ -347,7 +347,7 @@ class Runner:
         if method == "zero_shot":
             self.zero_shot_done[eval_key] = result
         self.rows.append({**about, **result, **sizes, "reused": False, "settings": settings})
-        logger.info("%s K=%d seed=%d %s: %s", task, k, seed, method, result)
+        logger.info("%s K=%s seed=%d %s: %s", task, k, seed, method, result)
         self.save()
         gc.collect()  # the run's model copy
 
