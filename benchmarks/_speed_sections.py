@@ -13,7 +13,6 @@ import resource
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,19 @@ from promptkit.demonstrations import with_demonstrations
 SCRIPT = Path(__file__).resolve().parent / "speed.py"
 
 
+MODES: dict[str, dict[str, Any]] = {  # precision modes: from_pretrained options
+    "float32": {},
+    "bfloat16": {"dtype": "bfloat16"},
+    "int8": {"quantize": "int8"},
+    "int8_512": {"quantize": "int8", "max_batch_tokens": 512},  # the smallest-memory mode: small batches too
+}
+
+
 def load_model(backbone: str, template: str, mode: str = "float32", **options: Any) -> PromptModel:
-    """A PromptModel on ``template`` and its paired verbalizer, in ``mode`` (float32, bfloat16 or int8)."""
+    """A PromptModel on ``template`` and its paired verbalizer, in ``mode`` (a key of :data:`MODES`)."""
     return PromptModel.from_pretrained(
         backbone, template=load_template(template), verbalizer=load_verbalizer(paired_verbalizer(template)),
-        dtype="bfloat16" if mode == "bfloat16" else None, quantize="int8" if mode == "int8" else None, **options,
+        **MODES[mode], **options,
     )  # fmt: skip
 
 
@@ -126,9 +133,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One setting in this (fresh) process: load, score, and the process's peak RSS."""
     torch.manual_seed(spec.get("seed", 0))
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's notice that its int8 tensors are deprecated
-        model = load_model(spec["backbone"], spec["template"], spec["mode"])
+    model = load_model(spec["backbone"], spec["template"], spec["mode"])
     load_s = time.perf_counter() - start
     examples = load_task("sst2", spec["split"], limit=spec.get("n"))
     if spec.get("repeat", 1) > 1:  # longer prompts: the text said several times
@@ -157,7 +162,7 @@ def in_fresh_process(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def section_precision(args, save) -> dict[str, Any]:
-    """(d) float32 / bfloat16 / int8 on SST-2 dev: accuracy, speed and peak RSS, each in a fresh process."""
+    """(d) the precision modes (:data:`MODES`) on SST-2 dev: accuracy, speed and peak RSS, each in a fresh process."""
     runs = {}
     for mode in args.modes:
         runs[mode] = in_fresh_process(

@@ -5,8 +5,9 @@
   batches (sorted). Both apply the LM head only at the scored position.
 - ``demos``: SST-2 dev with one demonstration per class before every prompt: shared-prefix
   key/value reuse on against off, with the predictions compared.
-- ``precision``: float32 / bfloat16 / int8 (dynamic quantization of the linear layers) on SST-2
-  dev: accuracy, examples/s and peak RSS, each mode in a fresh process.
+- ``precision``: float32 / bfloat16 / int8 (int8 weights, :mod:`promptkit.precision`) / int8_512
+  (int8 with ``max_batch_tokens=512``: the smallest-memory mode) on SST-2 dev: accuracy,
+  examples/s and peak RSS, each mode in a fresh process.
 - ``scaling``: examples/s and peak RSS against the number of examples (SST-2 train sentences,
   each N in a fresh process) and against prompt length (the review said k times).
 
@@ -33,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, markdown_table, write_results  # noqa: E402
 from _plots import bars, pyplot, save  # noqa: E402
-from _speed_sections import SECTIONS, measure  # noqa: E402
+from _speed_sections import MODES, SECTIONS, measure  # noqa: E402
 
 from promptkit.backbones import DEFAULT_BACKBONE  # noqa: E402
 
@@ -46,8 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=872, help="SST-2 dev examples for plain, demos and precision")
     p.add_argument("--batch-size", type=int, default=32, help="the plain loop's batch size (input order)")
     p.add_argument("--repeats", type=int, default=2, help="alternating runs per side (in-process sections)")
-    modes = ["float32", "bfloat16", "int8"]
-    p.add_argument("--modes", nargs="+", default=modes, choices=modes, help="precision: modes to compare")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="precision: modes to compare")
     p.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000], help="scaling: SST-2 train examples")
     p.add_argument("--repeats-text", nargs="+", type=int, default=[1, 4, 16], help="scaling: review said k times")
     p.add_argument("--length-n", type=int, default=256, help="scaling: examples per prompt length")

@@ -1,7 +1,12 @@
-"""promptkit: prompt-based learning with pretrained language models."""
+"""promptkit: prompt-based learning with pretrained language models.
+
+``PromptClassifier`` is imported on first use: it needs scikit-learn, whose import costs about
+100 MB of memory that scoring with a :class:`PromptModel` never needs.
+"""
+
+from typing import Any
 
 from promptkit.backbones import list_backbones, load_backbone
-from promptkit.classifier import PromptClassifier
 from promptkit.demonstrations import with_demonstrations
 from promptkit.errors import (
     BackboneError,
@@ -64,3 +69,11 @@ __all__ = [
     "train",
     "with_demonstrations",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PromptClassifier":
+        from promptkit.classifier import PromptClassifier
+
+        return PromptClassifier
+    raise AttributeError(f"module 'promptkit' has no attribute {name!r}")

@@ -22,7 +22,9 @@ import transformers
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from promptkit.errors import BackboneError, check_choice, did_you_mean
+from promptkit import precision
+from promptkit.cast_loading import load_cast
+from promptkit.errors import BackboneError, ConfigError, check_choice, did_you_mean
 from promptkit.gguf_dense import convert_gguf
 
 logger = logging.getLogger(__name__)
@@ -182,6 +184,7 @@ def load_backbone(
     *,
     head: HeadKind | None = None,
     dtype: str | torch.dtype | None = None,
+    quantize: str | None = None,
 ):
     """Load ``(model, tokenizer, head)`` for an alias, a hub name or a local directory.
 
@@ -190,12 +193,19 @@ def load_backbone(
             ``"roberta-large"``, or a folder holding a transformers checkpoint.
         head: force ``"mlm"`` or ``"causal"``; detected from the config by default.
         dtype: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
+        quantize: ``"int8"``: int8 weights for the body's linear layers (:mod:`promptkit.precision`).
 
     Example:
         >>> model, tokenizer, head = load_backbone("splade-tiny")  # doctest: +SKIP
     """
     if head is not None:
         check_choice("head", head, ("mlm", "causal"), BackboneError)
+    if quantize is not None:
+        check_choice("quantize", quantize, precision.QUANTIZE_MODES)
+        if dtype is not None and _dtype(dtype) != torch.float32:
+            raise ConfigError(
+                f"quantize={quantize!r} with dtype={dtype!r}: int8 weights are computed in float32; drop dtype="
+            )
     path, alias_head = resolve(name_or_path)
     _refuse_pickle_only(path)
     try:
@@ -210,21 +220,39 @@ def load_backbone(
         raise BackboneError(f"cannot read the config of backbone {name_or_path!r}: {err}") from None
     head = head or alias_head or detect_head(config)
     auto = AutoModelForMaskedLM if head == "mlm" else AutoModelForCausalLM
-    kwargs = {"dtype": _dtype(dtype)} if dtype is not None else {}
+    target = _dtype(dtype) if dtype is not None else None
     try:
-        model, info = auto.from_pretrained(path, use_safetensors=True, output_loading_info=True, **kwargs)
+        model = _load_weights(auto, path, config, target, quantize)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise BackboneError(f"cannot load the weights of backbone {name_or_path!r} ({path}): {err}") from None
-    missing = sorted(info.get("missing_keys") or [])
-    if missing:
+    if isinstance(model, list):
         raise BackboneError(
-            f"backbone {name_or_path!r} ({path}) lacks {len(missing)} weight(s) of a {auto.__name__[12:]} model, "
-            f"e.g. {missing[:3]}; they would start at random and give meaningless scores. Use a checkpoint "
+            f"backbone {name_or_path!r} ({path}) lacks {len(model)} weight(s) of a {auto.__name__[12:]} model, "
+            f"e.g. {model[:3]}; they would start at random and give meaningless scores. Use a checkpoint "
             "with its LM head (the saved file may be damaged)"
         )
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.eval()
     return model, tokenizer, head
+
+
+def _load_weights(auto, path: str, config, dtype: torch.dtype | None, quantize: str | None):
+    """The model, or the sorted names of the weights the checkpoint lacks.
+
+    Half precision or int8 from a local folder goes through
+    :func:`~promptkit.cast_loading.load_cast` (peak memory: the reduced model, not the float32
+    file besides it); otherwise transformers loads the float model (then quantized in place).
+    """
+    if (dtype in (torch.bfloat16, torch.float16) or quantize) and Path(path).is_dir():
+        model = load_cast(auto, path, config, dtype or torch.float32, quantize)
+        if model is not None:
+            return model
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model, info = auto.from_pretrained(path, use_safetensors=True, output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        return missing
+    return precision.quantize(model, quantize) if quantize is not None else model
 
 
 def _refuse_pickle_only(path: str) -> None:

@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
 
 from promptkit import lm_pass, persistence, precision
@@ -27,6 +26,7 @@ from promptkit.cloze import ClozeBatch, ClozeEncoder
 from promptkit.errors import ConfigError, DataError, EncodingError, check_choice, did_you_mean
 from promptkit.examples import as_examples, labels_of
 from promptkit.label_words import LabelWordTable
+from promptkit.memory import release_freed_memory
 from promptkit.model_options import as_kind, check_int, checked_head, checked_max_length
 from promptkit.precision import QUANTIZE_MODES
 from promptkit.scoring import (
@@ -155,8 +155,8 @@ class PromptModel(torch.nn.Module):
 
         Options left as None keep a saved model's settings (or the defaults for a new one);
         ``template``/``verbalizer`` replace a saved model's (its calibration is then dropped).
-        ``dtype="bfloat16"`` loads the weights in bfloat16; ``quantize="int8"`` quantizes the
-        linear layers for CPU inference (:mod:`promptkit.precision`). Any other keyword is an
+        ``dtype="bfloat16"`` loads the weights in bfloat16; ``quantize="int8"`` stores the body's
+        linear weights as int8 for inference (:mod:`promptkit.precision`). Any other keyword is an
         error that names the closest valid one.
         """
         if unknown:
@@ -181,9 +181,9 @@ class PromptModel(torch.nn.Module):
             persistence.check_not_a_broken_save(name_or_path)
             if template is None or verbalizer is None:
                 raise persistence.missing_prompt_error(name_or_path)
-            backbone, tokenizer, head = load_backbone(name_or_path, head=head, dtype=dtype)
+            backbone, tokenizer, head = load_backbone(name_or_path, head=head, dtype=dtype, quantize=quantize)
             model = cls(backbone, tokenizer, template, verbalizer, head=head, name_or_path=name_or_path, **options)
-            model = model.to(device) if device is not None else model
+            return model.to(device) if device is not None else model
         if quantize is not None:
             precision.quantize(model.backbone, quantize)
         return model
@@ -350,6 +350,7 @@ class PromptModel(torch.nn.Module):
         with torch.inference_mode(), tqdm(total=len(rows), desc="scoring", unit="ex", disable=not show) as bar:
             for chunk, batch in self.batches(rows):
                 out[chunk] = self.forward(batch, prefix_store=store).float().cpu()
+                release_freed_memory()  # memory.py: keeps the heap from creeping up batch after batch
                 bar.update(len(chunk))
         return out.log_softmax(-1)
 
@@ -430,7 +431,7 @@ class PromptModel(torch.nn.Module):
             raise DataError("score() needs at least one labelled example; got none")
         targets = labels_of(rows, self.verbalizer, label_key)
         predicted = self.predict_proba(rows, progress=progress).argmax(-1)
-        return float(accuracy_score(targets, predicted))
+        return float((predicted == torch.as_tensor(targets)).float().mean())
 
     def save_pretrained(self, directory: str, *, include_backbone: bool = True) -> None:
         """Save template, verbalizer, options, calibration, add-ons and (by default) the backbone."""
