@@ -138,6 +138,13 @@ def test_suffix_scoring_equals_whole_rows_scores_and_gradients(text, words, tiny
     rows = torch.arange(batch.input_ids.size(0))[:, None]
     grad_at = lambda embeds, view: embeds.grad[rows, view.slot_positions]  # noqa: E731
     torch.testing.assert_close(grad_at(part_embeds, split.suffix), grad_at(whole_embeds, batch), rtol=1e-4, atol=1e-6)
+    for slot in range(split.suffix.slot_positions.size(1)):  # the triggers before ``slot`` moved into the cache
+        cut = int(split.suffix.slot_positions[:, slot].min())
+        advanced = split.advance(model, cut)
+        assert advanced.suffix.input_ids.size(1) == split.suffix.input_ids.size(1) - cut
+        with torch.no_grad():
+            torch.testing.assert_close(advanced.scores(model, advanced.embeddings(model)), whole.detach(),
+                                       rtol=1e-5, atol=1e-5)  # fmt: skip
     # a PrefixCache runs each distinct prefix once, however often (and in whatever batch) it comes back
     runs = []
     model.backbone.base_model.register_forward_hook(lambda module, args, output: runs.append(1))
@@ -359,3 +366,17 @@ def test_trigger_tokens_save_and_load_with_the_model(tiny_causal, bpe_tokenizer,
     assert isinstance(addon, TriggerTokens) and not list(addon.parameters())
     assert addon.token_ids.tolist() == model.addons["slot_embeddings"].token_ids.tolist()
     torch.testing.assert_close(loaded.predict_proba(KEYWORD), model.predict_proba(KEYWORD))
+
+
+def test_dev_scores_through_the_suffix_path_equal_whole_rows(tiny_causal, bpe_tokenizer):
+    model = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, Template("{{ text }} {{ trigger(2) }} {{ mask }}"),
+                        VERBALIZER)  # fmt: skip
+    model.attach(TriggerTokens(ids(bpe_tokenizer, "Ġmovie", "Ġcat")))
+    targets = [row["label"] for row in VARIED]
+    log_probs = model.label_log_probs(VARIED, progress=False)
+    gold = log_probs[torch.arange(len(targets)), torch.tensor(targets)]
+    want = (float((log_probs.argmax(-1) == torch.tensor(targets)).float().mean()), float(gold.mean()))
+    cache = PrefixCache()
+    got = AutoPrompt(batch_size=2)._dev_score(model, VARIED, targets, cache)
+    assert got[0] == want[0] and got[1] == pytest.approx(want[1], abs=1e-5)
+    assert len(cache.entries) == len(VARIED)  # each dev row's text ran once, kept for the next evaluation

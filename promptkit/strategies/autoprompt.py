@@ -148,7 +148,7 @@ class AutoPrompt(StrategyBase):
         """``[S, H]`` gradient of the loss at the trigger embeddings, summed over the batch's rows."""
         split = SuffixBatch.build(model, batch, cache)
         view = batch.to(model.device) if split is None else split.suffix
-        embeds = model.input_embeddings(view).detach().requires_grad_()
+        embeds = (model.input_embeddings(view) if split is None else split.embeddings(model)).detach().requires_grad_()
         scores = model(view, inputs_embeds=embeds) if split is None else split.scores(model, embeds)
         loss = -search.candidate_scores(scores[None], target.to(model.device))[0]
         loss.backward()
@@ -160,15 +160,17 @@ class AutoPrompt(StrategyBase):
     ) -> torch.Tensor:
         """``[C]`` search objective with trigger ``slot`` set to each of ``token_ids``, many per forward.
 
-        On a causal head only the tokens from the first trigger on are run per candidate
+        On a causal head only the tokens from trigger ``slot`` on are run per candidate
         (:class:`~.autoprompt_prefix.SuffixBatch`); otherwise whole rows are.
         """
         weight = model.backbone.get_input_embeddings().weight
         out = []
         with torch.inference_mode():
             split = SuffixBatch.build(model, batch, cache)
+            if split is not None:  # the triggers before ``slot`` are the same for every candidate: run them once
+                split = split.advance(model, int(split.suffix.slot_positions[:, slot].min()))
             view = batch.to(model.device) if split is None else split.suffix
-            embeds = model.input_embeddings(view)  # [R, T, H], current triggers
+            embeds = model.input_embeddings(view) if split is None else split.embeddings(model)  # [R, T, H]
             step = max(1, MAX_TOKENS // embeds[:, :, 0].numel())
             for start in range(0, len(token_ids), step):
                 chunk = token_ids[start : start + step].to(model.device)
@@ -182,8 +184,19 @@ class AutoPrompt(StrategyBase):
                 )
         return torch.cat(out).cpu()
 
-    def _dev_score(self, model: PromptModel, dev: list[dict], dev_targets: list[int]) -> tuple[float, float]:
-        log_probs = model.label_log_probs(dev, progress=False)
+    def _dev_score(
+        self, model: PromptModel, dev: list[dict], dev_targets: list[int], cache: PrefixCache
+    ) -> tuple[float, float]:
+        """``(accuracy, mean gold log-probability)`` on ``dev``; on a causal head through the suffix path
+        (each dev row's text before the triggers runs once per search, in ``cache``)."""
+        batches = [model.encode(dev[i : i + self.batch_size]) for i in range(0, len(dev), self.batch_size)]
+        splits = [SuffixBatch.build(model, batch, cache) for batch in batches]
+        if any(split is None for split in splits):
+            log_probs = model.label_log_probs(dev, progress=False)
+        else:
+            with torch.inference_mode():
+                scores = [split.scores(model, split.embeddings(model)) for split in splits]
+            log_probs = torch.cat(scores).float().cpu().log_softmax(-1)
         gold = torch.tensor(dev_targets)
         accuracy = float((log_probs.argmax(-1) == gold).float().mean())
         return accuracy, float(log_probs[torch.arange(len(gold)), gold].mean())
@@ -223,9 +236,12 @@ class AutoPrompt(StrategyBase):
         weight = model.backbone.get_input_embeddings().weight
         self.history_ = []
         cache = PrefixCache()  # the training rows' text before the triggers, run once (causal heads)
+        dev_cache = PrefixCache()
         with _frozen(model.backbone):
-            best = (self._dev_score(model, dev_rows, dev_targets) if dev_rows else None, addon.token_ids.tolist())
-            for it in tqdm(range(1, self.iterations + 1), desc="trigger search", unit="iteration"):
+            score = self._dev_score(model, dev_rows, dev_targets, dev_cache) if dev_rows else None
+            best = (score, addon.token_ids.tolist())
+            bar = tqdm(range(1, self.iterations + 1), desc="trigger search", unit="iteration")
+            for it in bar:
                 start = time.perf_counter()
                 grad = torch.zeros(n, weight.size(1))
                 for _ in range(self.accumulation):
@@ -256,7 +272,7 @@ class AutoPrompt(StrategyBase):
                     addon.token_ids[slot] = int(tokens[choice])
                 dev_score = None
                 if dev_rows and (it % self.dev_every == 0 or it == self.iterations):
-                    dev_score = self._dev_score(model, dev_rows, dev_targets)
+                    dev_score = self._dev_score(model, dev_rows, dev_targets, dev_cache)
                     if dev_score > best[0]:
                         best = (dev_score, addon.token_ids.tolist())
                 self.history_.append({
@@ -267,6 +283,11 @@ class AutoPrompt(StrategyBase):
                     "dev_score": None if dev_score is None else dev_score[0],
                     "seconds": time.perf_counter() - start,
                 })  # fmt: skip
+                shown = {"accepted": sum(h["accepted"] for h in self.history_)}
+                if dev_rows:
+                    shown["best_dev_accuracy"] = f"{best[0][0]:.3f}"
+                bar.set_postfix(shown, refresh=False)
+                logger.info("autoprompt iteration %d: %s", it, self.history_[-1])
         self.triggers_ = best[1] if dev_rows else addon.token_ids.tolist()
         model.attach(TriggerTokens(self.triggers_))
         self.verbalizer_ = model.verbalizer

@@ -7,6 +7,8 @@ runs only the *suffix* (the triggers and what follows: a handful of tokens inste
 whole review). Rows are right-padded, so prefixes end at different positions; the suffixes
 are packed to the left of their own tensor, given their true position ids, and an attention
 mask over ``[prefix cache | suffix]`` hides each row's cache entries past its own prefix.
+Candidates for trigger ``j`` share the triggers before it too: :meth:`SuffixBatch.advance`
+runs those once per batch and moves them into the cache.
 
 The scores equal :meth:`PromptModel.forward`'s (tested to float tolerance); the search
 gets several times more candidates and rows per second. It applies to causal heads whose
@@ -25,6 +27,7 @@ from promptkit.cloze import ClozeBatch
 from promptkit.prefix import cache_argument
 from promptkit.scoring import combine_words, head_only_at, word_log_probs
 from promptkit.strategies.autoprompt_search import tile_batch
+from promptkit.strategies.autoprompt_triggers import TriggerTokens
 
 
 @dataclass
@@ -53,7 +56,13 @@ class SuffixBatch:
         """
         if model.head != "causal" or batch.slot_positions.shape[1] == 0 or set(model.addons) != {"slot_embeddings"}:
             return None
+        addon = model.addons["slot_embeddings"]
+        if not isinstance(addon, TriggerTokens):
+            return None
         batch = batch.to(model.device)
+        ids = batch.input_ids.clone()  # the triggers written in as the tokens they are: prefixes are keyed by ids
+        ids.scatter_(1, batch.slot_positions, addon.token_ids.to(ids.device).expand(ids.size(0), -1))
+        batch = replace(batch, input_ids=ids)
         split = batch.slot_positions.min(1).values  # [R] first trigger of each row
         read = batch.positions[batch.gather[:, 0], batch.gather[:, 1]]  # scored positions actually read
         if int(split.min()) < 1 or bool((read < split[batch.gather[:, 0]]).any()):
@@ -77,8 +86,37 @@ class SuffixBatch:
         return cls(suffix, keys, values, prefix_mask, split[:, None] + offsets[None])
 
     def embeddings(self, model) -> torch.Tensor:
-        """``[R, Ls, H]`` the suffixes' input embeddings with the model's current triggers."""
-        return model.input_embeddings(self.suffix)
+        """``[R, Ls, H]`` the suffixes' input embeddings with the model's current triggers (written in as ids)."""
+        return model.backbone.get_input_embeddings()(self.suffix.input_ids)
+
+    def advance(self, model, n: int) -> SuffixBatch:
+        """The same batch with the suffix's first ``n`` tokens run once and moved into the cache.
+
+        Scoring candidates for trigger ``j`` needs only the tokens from ``j`` on: the triggers
+        before it are the same for every candidate. Each row must have ``n`` real suffix tokens.
+        """
+        if n <= 0:
+            return self
+        cache = DynamicCache(config=model.backbone.config)
+        for layer, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
+            cache.update(k, v, layer)
+        mask = torch.cat([self.prefix_mask, self.suffix.attention_mask[:, :n]], dim=1)
+        body = model.backbone.base_model
+        with torch.no_grad():
+            body(
+                input_ids=self.suffix.input_ids[:, :n], attention_mask=mask, position_ids=self.position_ids[:, :n],
+                use_cache=True, **{cache_argument(body): cache},
+            )  # fmt: skip
+        suffix = replace(
+            self.suffix,
+            input_ids=self.suffix.input_ids[:, n:],
+            attention_mask=self.suffix.attention_mask[:, n:],
+            positions=self.suffix.positions - n,
+            slot_positions=self.suffix.slot_positions - n,  # triggers before the cut are negative: cached now
+        )
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        return SuffixBatch(suffix, keys, values, mask, self.position_ids[:, n:])
 
     def scores(self, model, embeds: torch.Tensor, copies: int = 1) -> torch.Tensor:
         """``[copies * B, L]`` label scores of ``embeds`` (``[copies * R, Ls, H]``, :func:`tile_batch` layout)."""
