@@ -14,6 +14,7 @@ search for a 2-core CPU; the output states them.
 
     python benchmarks/autoprompt.py                                  # CPU-sized defaults
     python benchmarks/autoprompt.py --iterations 100 --candidates 20 --train-size 256
+    python benchmarks/autoprompt.py --lm-pool 200       # candidates among the LM's own top-200 tokens
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-size", type=int, default=128, help="SST-2 train rows the search uses")
     parser.add_argument("--select-size", type=int, default=64, help="SST-2 train rows that select triggers")
     parser.add_argument("--label-words", type=int, default=1, help="searched label words per label")
+    parser.add_argument("--lm-pool", type=int, default=None, help="candidates only among the LM's top-N tokens")
     parser.add_argument("--eval-limit", type=int, default=None, help="first N SST-2 dev rows (default: all 872)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     strategy = get_strategy(
         "autoprompt", n_candidates=args.candidates, iterations=args.iterations, accumulation=args.accumulation,
         batch_size=args.batch_size, dev_every=args.dev_every, seed=args.seed, label_words_k=args.label_words,
+        lm_pool=args.lm_pool,
     )  # fmt: skip
     start = time.perf_counter()
     strategy.fit(model, train, dev=select)

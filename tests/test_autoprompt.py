@@ -248,8 +248,8 @@ def test_mlm_search_runs_and_gradients_flow_through_a_mid_prompt_causal_mask(tin
     assert strategy.template_.text.endswith("it was {{ mask }}.") and "trigger" not in strategy.template_.text
     causal.template = Template("{{ text }} {{ trigger(2) }} It was {{ mask }} indeed.")
     causal.attach(TriggerTokens([1, 2]))
-    grad = strategy._slot_grad(causal, causal.encode(KEYWORD[:2]), torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
-    assert grad.shape == (2, 32) and grad.abs().sum() > 0
+    grad, prior = strategy._slot_grad(causal, causal.encode(KEYWORD[:2]), torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert grad.shape == (2, 32) and grad.abs().sum() > 0 and prior is None
 
 
 def test_a_trigger_that_does_not_round_trip_warns_with_its_tokens(causal, bpe_tokenizer):
@@ -380,3 +380,51 @@ def test_dev_scores_through_the_suffix_path_equal_whole_rows(tiny_causal, bpe_to
     got = AutoPrompt(batch_size=2)._dev_score(model, VARIED, targets, cache)
     assert got[0] == want[0] and got[1] == pytest.approx(want[1], abs=1e-5)
     assert len(cache.entries) == len(VARIED)  # each dev row's text ran once, kept for the next evaluation
+
+
+def test_pool_mask_keeps_the_allowed_tokens_the_lm_ranks_highest():
+    prior = torch.tensor([0.5, 3.0, 2.0, 2.0, -1.0, 9.0])
+    allowed = torch.tensor([True, True, True, True, True, False])
+    assert search.pool_mask(prior, allowed, 2).tolist() == [False, True, True, False, False, False]  # tie: lower id
+    assert search.pool_mask(prior, allowed, 99).tolist() == allowed.tolist()
+
+
+def test_the_lm_prior_is_the_next_token_distribution_before_each_trigger(tiny_causal, bpe_tokenizer, tiny_mlm,
+                                                                        wordpiece_tokenizer):  # fmt: skip
+    model = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, Template("{{ text }} {{ trigger(2) }} {{ mask }}"),
+                        VERBALIZER)  # fmt: skip
+    model.attach(TriggerTokens(ids(bpe_tokenizer, "Ġmovie", "Ġcat")))
+    targets = torch.nn.functional.one_hot(torch.tensor([r["label"] for r in VARIED]), 2).float()
+    batch = model.encode(VARIED)
+    _, prior = AutoPrompt(lm_pool=5)._slot_grad(model, batch, targets, PrefixCache())
+    want = []
+    with torch.no_grad():  # whole rows: the logits one position before each trigger, averaged over the rows
+        full = model.backbone(input_ids=_written_ids(model, batch), attention_mask=batch.attention_mask)
+        full = full.logits.log_softmax(-1)
+        for slot in range(2):
+            at = batch.slot_positions[:, slot] - 1
+            want.append(full[torch.arange(len(VARIED)), at].mean(0))
+    torch.testing.assert_close(prior, torch.stack(want), rtol=1e-4, atol=1e-4)
+    with pytest.raises(StrategyError, match="lm_pool=5 needs a causal LM head"):
+        AutoPrompt(lm_pool=5).fit(PromptModel(tiny_mlm, wordpiece_tokenizer, model.template, VERBALIZER), VARIED)
+
+
+def _written_ids(model, batch) -> torch.Tensor:
+    """``batch.input_ids`` with the model's trigger tokens written in at the slots."""
+    out = batch.input_ids.clone()
+    out.scatter_(1, batch.slot_positions, model.addons["slot_embeddings"].token_ids.expand(out.size(0), -1))
+    return out
+
+
+def test_an_lm_pool_search_finds_the_planted_trigger_when_the_lm_ranks_it_high(causal, bpe_tokenizer):
+    weight = causal.backbone.get_input_embeddings().weight
+    good, bad, zebra = ids(bpe_tokenizer, "Ġgood", "Ġbad", "Ġzebra")
+    with torch.no_grad():
+        weight[zebra] = 4 * (weight[good] - weight[bad])
+    causal.attach(TriggerTokens(ids(bpe_tokenizer, "Ġthe")))
+    strategy = AutoPrompt(iterations=3, seed=0, lm_pool=len(bpe_tokenizer))  # the pool is the whole vocabulary
+    strategy.fit(causal, ALL_GOOD)
+    assert strategy.triggers_ == [zebra]
+    tiny = AutoPrompt(iterations=2, seed=0, lm_pool=3, n_candidates=10)
+    tiny.fit(causal, ALL_GOOD)
+    assert all(h["n_scored"] <= 1 + 3 for h in tiny.history_)  # candidates only from the 3-token pool

@@ -83,6 +83,11 @@ class AutoPrompt(StrategyBase):
             on a second fresh batch. The best of ``k`` candidates on one small batch nearly
             always beats the current token by chance (the winner's curse), and the search then
             wanders; the second batch scores just the two tokens, so it costs little.
+        lm_pool: causal heads only: take the ``n_candidates`` HotFlip candidates among the
+            ``lm_pool`` tokens the language model itself finds most probable at the trigger's
+            position (its next-token distribution there, averaged over the gradient batch).
+            On a small LM the first-order estimate alone ranks rare, unrelated tokens first
+            (``ctypes``, ``Everglades``); None (the paper's search) uses the whole filtered vocabulary.
 
     Attributes (after :meth:`fit`):
         triggers_: the trigger token ids, slot by slot.
@@ -108,9 +113,12 @@ class AutoPrompt(StrategyBase):
         dev_every: int = 10,
         label_words_k: int = 1,
         confirm: bool = True,
+        lm_pool: int | None = None,
     ) -> None:
         for name in ("n_candidates", "iterations", "accumulation", "batch_size", "dev_every", "label_words_k"):
             _positive(name, locals()[name])
+        if lm_pool is not None:
+            _positive("lm_pool", lm_pool)
         check_choice("autoprompt filter", filter, ("default", "no_capitals"), StrategyError)
         if not isinstance(init_token, str) or not init_token.strip():
             raise StrategyError(f"autoprompt init_token={init_token!r} is invalid: expected a word such as 'the'")
@@ -120,7 +128,7 @@ class AutoPrompt(StrategyBase):
         self.batch_size, self.filter, self.init_token, self.seed = batch_size, filter, init_token, seed
         if not isinstance(confirm, bool):
             raise StrategyError(f"autoprompt confirm={confirm!r} is invalid: expected True or False")
-        self.dev_every, self.label_words_k, self.confirm = dev_every, label_words_k, confirm
+        self.dev_every, self.label_words_k, self.confirm, self.lm_pool = dev_every, label_words_k, confirm, lm_pool
         self.triggers_: list[int] | None = None
         self.template_: Template | None = None
         self.verbalizer_: Verbalizer | None = None
@@ -144,16 +152,42 @@ class AutoPrompt(StrategyBase):
             )
         return [ids[0]] * n
 
-    def _slot_grad(self, model, batch, target, cache: PrefixCache | None = None) -> torch.Tensor:
-        """``[S, H]`` gradient of the loss at the trigger embeddings, summed over the batch's rows."""
+    def _slot_grad(
+        self, model, batch, target, cache: PrefixCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[S, H]`` gradient of the loss at the trigger embeddings, summed over the batch's rows, and with
+        ``lm_pool`` the ``[S, V]`` LM prior at each trigger (:meth:`_prior`), else None."""
         split = SuffixBatch.build(model, batch, cache)
         view = batch.to(model.device) if split is None else split.suffix
         embeds = (model.input_embeddings(view) if split is None else split.embeddings(model)).detach().requires_grad_()
-        scores = model(view, inputs_embeds=embeds) if split is None else split.scores(model, embeds)
+        seen: list[torch.Tensor] = []  # the body's outputs before the head reads only the scored positions
+        hook = model.backbone.base_model.register_forward_hook(lambda module, args, out: seen.append(out[0].detach()))
+        try:
+            scores = model(view, inputs_embeds=embeds) if split is None else split.scores(model, embeds)
+        finally:
+            hook.remove()
         loss = -search.candidate_scores(scores[None], target.to(model.device))[0]
         loss.backward()
         index = view.slot_positions.unsqueeze(-1).expand(-1, -1, embeds.size(-1))
-        return embeds.grad.gather(1, index).sum(0).float().cpu()
+        prior = self._prior(model, seen[0], view, split) if self.lm_pool is not None else None
+        return embeds.grad.gather(1, index).sum(0).float().cpu(), prior
+
+    @staticmethod
+    def _prior(model, hidden: torch.Tensor, view, split: SuffixBatch | None) -> torch.Tensor | None:
+        """``[S, V]`` the causal LM's mean log-probability of each token at each trigger position: its
+        next-token distribution one position before the trigger, averaged over the rows."""
+        if hidden.size(0) != view.slot_positions.size(0):
+            return None  # multi-token label words ran extra rows: no prior this batch
+        before = view.slot_positions - 1  # [R, S]
+        picked = hidden.gather(1, before.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
+        valid = before >= 0
+        if split is not None:  # the first trigger's predecessor is the prefix's last token, run once and kept
+            picked = torch.where(valid[..., None], picked, split.prefix_last[:, None, :].to(picked.dtype))
+            valid = torch.ones_like(valid)
+        with torch.no_grad():
+            log_probs = model.backbone.get_output_embeddings()(picked).float().log_softmax(-1)  # [R, S, V]
+        weight = valid[..., None].float()
+        return ((log_probs * weight).sum(0) / weight.sum(0).clamp(min=1)).cpu()
 
     def score_tokens(
         self, model, batch, slot: int, token_ids: torch.Tensor, target: torch.Tensor, cache: PrefixCache | None = None
@@ -216,6 +250,11 @@ class AutoPrompt(StrategyBase):
         keep the best set on ``dev`` if given, attach it as :class:`TriggerTokens` and return ``model``."""
         if resume_from is not None:
             raise StrategyError("autoprompt keeps no checkpoints to resume from; rerun the search (same seed)")
+        if self.lm_pool is not None and model.head != "causal":
+            raise StrategyError(
+                f"autoprompt lm_pool={self.lm_pool} needs a causal LM head (a next-token distribution at each "
+                f"trigger); this model's head is {model.head!r}: use lm_pool=None"
+            )
         rows = as_examples(train) if train is not None else []
         if not rows:
             raise DataError("AutoPrompt.fit needs at least one training example; got none")
@@ -243,13 +282,16 @@ class AutoPrompt(StrategyBase):
             bar = tqdm(range(1, self.iterations + 1), desc="trigger search", unit="iteration")
             for it in bar:
                 start = time.perf_counter()
-                grad = torch.zeros(n, weight.size(1))
+                grad, priors = torch.zeros(n, weight.size(1)), []
                 for _ in range(self.accumulation):
                     picked = rng.sample(range(len(rows)), min(self.batch_size, len(rows)))
-                    grad += self._slot_grad(model, model.encode([rows[i] for i in picked]), target[picked], cache)
+                    step, prior = self._slot_grad(model, model.encode([rows[i] for i in picked]), target[picked], cache)
+                    grad += step
+                    priors += [prior] if prior is not None else []
                 slot = rng.randrange(n)
+                pool = search.pool_mask(torch.stack(priors).mean(0)[slot], allowed, self.lm_pool) if priors else allowed
                 found = search.candidates(
-                    grad[slot] / self.accumulation, weight.detach().cpu(), allowed, self.n_candidates
+                    grad[slot] / self.accumulation, weight.detach().cpu(), allowed & pool, self.n_candidates
                 )
                 current = int(addon.token_ids[slot])
                 found = found[found != current]

@@ -39,6 +39,7 @@ class SuffixBatch:
         keys, values: per layer ``[R, kv_heads, Lp, head_dim]``, the prefixes' cache.
         prefix_mask: ``[R, Lp]`` 1 where a cache entry is in the row's own prefix.
         position_ids: ``[R, Ls]`` the suffix tokens' positions in the whole row.
+        prefix_last: ``[R, H]`` the LM body's output at each prefix's last token.
     """
 
     suffix: ClozeBatch
@@ -46,6 +47,7 @@ class SuffixBatch:
     values: list[torch.Tensor]
     prefix_mask: torch.Tensor
     position_ids: torch.Tensor
+    prefix_last: torch.Tensor
 
     @classmethod
     def build(cls, model, batch: ClozeBatch, cache: PrefixCache | None = None) -> SuffixBatch | None:
@@ -81,9 +83,9 @@ class SuffixBatch:
             slot_positions=batch.slot_positions - split[:, None],
         )
         prefixes = [tuple(batch.input_ids[r, : int(split[r])].tolist()) for r in range(len(split))]
-        keys, values = (cache if cache is not None else PrefixCache()).lookup(model, prefixes)
+        keys, values, last = (cache if cache is not None else PrefixCache()).lookup(model, prefixes)
         prefix_mask = (torch.arange(keys[0].size(2), device=model.device)[None] < split[:, None]).long()  # [R, Lp]
-        return cls(suffix, keys, values, prefix_mask, split[:, None] + offsets[None])
+        return cls(suffix, keys, values, prefix_mask, split[:, None] + offsets[None], last)
 
     def embeddings(self, model) -> torch.Tensor:
         """``[R, Ls, H]`` the suffixes' input embeddings with the model's current triggers (written in as ids)."""
@@ -103,10 +105,10 @@ class SuffixBatch:
         mask = torch.cat([self.prefix_mask, self.suffix.attention_mask[:, :n]], dim=1)
         body = model.backbone.base_model
         with torch.no_grad():
-            body(
+            hidden = body(
                 input_ids=self.suffix.input_ids[:, :n], attention_mask=mask, position_ids=self.position_ids[:, :n],
                 use_cache=True, **{cache_argument(body): cache},
-            )  # fmt: skip
+            )[0]  # fmt: skip
         suffix = replace(
             self.suffix,
             input_ids=self.suffix.input_ids[:, n:],
@@ -116,7 +118,7 @@ class SuffixBatch:
         )
         keys = [layer.keys for layer in cache.layers]
         values = [layer.values for layer in cache.layers]
-        return SuffixBatch(suffix, keys, values, mask, self.position_ids[:, n:])
+        return SuffixBatch(suffix, keys, values, mask, self.position_ids[:, n:], hidden[:, -1])
 
     def scores(self, model, embeds: torch.Tensor, copies: int = 1) -> torch.Tensor:
         """``[copies * B, L]`` label scores of ``embeds`` (``[copies * R, Ls, H]``, :func:`tile_batch` layout)."""
@@ -143,23 +145,27 @@ class PrefixCache:
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self.max_bytes, self.bytes = max_bytes, 0
-        self.entries: dict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        self.entries: dict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = {}
 
-    def lookup(self, model, prefixes: list[tuple[int, ...]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per layer ``[R, kv_heads, Lp, head_dim]`` keys and values of ``prefixes`` (right-padded to the longest)."""
+    def lookup(
+        self, model, prefixes: list[tuple[int, ...]]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Per layer ``[R, kv_heads, Lp, head_dim]`` keys and values of ``prefixes`` (right-padded to the longest),
+        and ``[R, H]`` the LM body's output at each prefix's last token."""
         missing = list(dict.fromkeys(p for p in prefixes if p not in self.entries))
         fresh = dict(zip(missing, _run(model, missing))) if missing else {}
         for prefix, entry in fresh.items():
-            size = sum(t.numel() * t.element_size() for part in entry for t in part)
+            size = sum(t.numel() * t.element_size() for part in entry[:2] for t in part)
             if self.bytes + size <= self.max_bytes:
                 self.entries[prefix], self.bytes = entry, self.bytes + size
         entries = {p: fresh[p] if p in fresh else self.entries[p] for p in set(prefixes)}
         longest = max(len(p) for p in prefixes)
         n_layers = len(entries[prefixes[0]][0])
-        return tuple(  # type: ignore[return-value]
+        keys, values = (
             [_padded([entries[p][part][layer] for p in prefixes], longest) for layer in range(n_layers)]
             for part in (0, 1)
         )
+        return keys, values, torch.stack([entries[p][2] for p in prefixes])
 
 
 def _padded(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
@@ -170,8 +176,9 @@ def _padded(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
     return out
 
 
-def _run(model, prefixes: list[tuple[int, ...]]) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
-    """Run ``prefixes`` through the LM body in one batch; each one's per-layer ``[heads, L, d]`` keys and values."""
+def _run(model, prefixes: list[tuple[int, ...]]) -> list[tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]]:
+    """Run ``prefixes`` through the LM body in one batch; each one's per-layer ``[heads, L, d]`` keys and values,
+    and its last token's ``[H]`` output (what the LM head would read to predict the next token)."""
     longest = max(len(p) for p in prefixes)
     ids = torch.full((len(prefixes), longest), model.encoder.pad_id, dtype=torch.long, device=model.device)
     mask = torch.zeros_like(ids)
@@ -181,9 +188,10 @@ def _run(model, prefixes: list[tuple[int, ...]]) -> list[tuple[list[torch.Tensor
     cache = DynamicCache(config=model.backbone.config)
     body = model.backbone.base_model  # the LM body: no head over the prefix, nobody reads it
     with torch.no_grad():
-        body(input_ids=ids, attention_mask=mask, use_cache=True, **{cache_argument(body): cache})
+        hidden = body(input_ids=ids, attention_mask=mask, use_cache=True, **{cache_argument(body): cache})[0]
     return [
         ([layer.keys[r, :, : len(p)].clone() for layer in cache.layers],
-         [layer.values[r, :, : len(p)].clone() for layer in cache.layers])
+         [layer.values[r, :, : len(p)].clone() for layer in cache.layers],
+         hidden[r, len(p) - 1].clone())
         for r, p in enumerate(prefixes)
     ]  # fmt: skip

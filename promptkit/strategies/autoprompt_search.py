@@ -3,6 +3,7 @@
 - :func:`token_filter`: which vocabulary tokens may become triggers (or label words);
 - :func:`candidates`: the HotFlip step, the top-k tokens by the first-order estimate
   ``-(E @ grad)`` of how much swapping a trigger for them lowers the loss;
+- :func:`pool_mask`: optionally, only among the tokens the LM itself ranks highest there;
 - :func:`tile_batch` + :func:`swap_in`: score many candidates in one forward by repeating an
   encoded batch along the batch dimension with one trigger embedding replaced per copy;
 - :func:`candidate_scores`: the search objective (mean log-likelihood of the targets);
@@ -95,6 +96,19 @@ def candidates(grad: torch.Tensor, embeddings: torch.Tensor, allowed: torch.Tens
     scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
     order = torch.sort(scores, descending=True, stable=True).indices
     return order[: min(k, int(allowed.sum()))]
+
+
+def pool_mask(prior: torch.Tensor, allowed: torch.Tensor, size: int) -> torch.Tensor:
+    """``[V]`` bool: the ``size`` allowed tokens with the highest ``prior`` (ties to the lower id).
+
+    With ``prior`` the language model's own mean log-probability of each token at a trigger's
+    position, HotFlip's candidates are then taken among tokens the model finds natural there.
+    """
+    scores = prior.float().masked_fill(~allowed.to(prior.device), float("-inf"))
+    order = torch.sort(scores, descending=True, stable=True).indices[: min(size, int(allowed.sum()))]
+    out = torch.zeros_like(allowed, dtype=torch.bool)
+    out[order.to(out.device)] = True
+    return out
 
 
 def tile_batch(batch: ClozeBatch, copies: int) -> ClozeBatch:
