@@ -14,6 +14,8 @@ None otherwise and the caller falls back to transformers' loader.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -35,6 +37,15 @@ def _names(files: list[Path]) -> dict[str, Path]:
     return names
 
 
+def _row_slices(file: Path, name: str, shape: torch.Size, slice_bytes: int) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``(rows, tensor)``: tensor ``name`` of ``file`` read ``slice_bytes`` at most at a time, each slice
+    through a memory map closed right after (closing unmaps the pages just read)."""
+    step = max(1, slice_bytes // (8 * max(1, math.prod(shape[1:]))))  # rows per slice (8: the widest file dtype)
+    for start in range(0, shape[0], step):
+        with safe_open(str(file), framework="pt") as handle:
+            yield slice(start, start + step), handle.get_slice(name)[start : start + step]
+
+
 def _fill(param: torch.Tensor, file: Path, name: str, slice_bytes: int) -> None:
     """Copy tensor ``name`` of ``file`` into ``param`` (casting), at most ``slice_bytes`` of the file at a time."""
     with safe_open(str(file), framework="pt") as handle:
@@ -45,10 +56,8 @@ def _fill(param: torch.Tensor, file: Path, name: str, slice_bytes: int) -> None:
         with safe_open(str(file), framework="pt") as handle:
             param.copy_(handle.get_tensor(name))
         return
-    step = max(1, slice_bytes // (8 * max(1, param[0].numel())))  # rows per slice (8: the widest file dtype)
-    for start in range(0, shape[0], step):
-        with safe_open(str(file), framework="pt") as handle:  # reopened: closing unmaps the pages just read
-            param[start : start + step].copy_(handle.get_slice(name)[start : start + step])
+    for rows, part in _row_slices(file, name, param.shape, slice_bytes):
+        param[rows].copy_(part)
 
 
 def load_cast(
@@ -95,12 +104,8 @@ def load_cast(
 def _read_int8(file: Path, name: str, shape: torch.Size, slice_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Tensor ``name`` of ``file`` quantized to ``(int8 rows, scales)`` slice by slice (no float copy of it)."""
     rows, scales = torch.empty(shape, dtype=torch.int8), torch.empty(shape[0])
-    step = max(1, slice_bytes // (8 * max(1, shape[1])))
-    for start in range(0, shape[0], step):
-        with safe_open(str(file), framework="pt") as handle:
-            rows[start : start + step], scales[start : start + step] = int8_rows(
-                handle.get_slice(name)[start : start + step]
-            )
+    for part, values in _row_slices(file, name, shape, slice_bytes):
+        rows[part], scales[part] = int8_rows(values)
     release_freed_memory()
     return rows, scales
 
@@ -129,4 +134,5 @@ def _read_quantized(model, state: dict, names: dict[str, Path], tied: set[str], 
             _fill(state[bias], names[bias], bias, slice_bytes)
         quantized = Int8Linear(*_read_int8(names[weight], weight, layer.weight.shape, slice_bytes), layer.bias)
         model.set_submodule(module_name, quantized)
-        state.pop(weight), state.pop(bias, None)
+        state.pop(weight)
+        state.pop(bias, None)
