@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from promptkit import ConfigError, PromptModel, SavedModelError, Template, Verbalizer
+from promptkit import BackboneError, ConfigError, PromptModel, SavedModelError, Template, Verbalizer
 from promptkit.backbones import load_backbone
 from promptkit.precision import Int8Embedding, Int8Linear, Int8TiedHead, int8_rows, is_quantized, quantize
 
@@ -104,3 +104,13 @@ def test_from_pretrained_quantizes_and_loads_bfloat16(smollm2_dir):
     np.testing.assert_allclose(int8.predict_proba(ROWS), want, atol=0.05)
     with pytest.raises(ConfigError, match="quantize"):
         PromptModel.from_pretrained(smollm2_dir, template=TEMPLATE, verbalizer=WORDS, quantize="int4")
+
+
+@pytest.mark.parametrize("options", [{"dtype": "bfloat16"}, {"quantize": "int8"}])
+def test_a_damaged_weights_file_is_refused_by_the_slice_loader(options, tiny_causal, bpe_tokenizer, tmp_path):
+    tiny_causal.save_pretrained(tmp_path, safe_serialization=True)
+    bpe_tokenizer.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut in half
+    with pytest.raises(BackboneError, match="cannot load the weights"):
+        load_backbone(str(tmp_path), **options)
