@@ -64,6 +64,36 @@ class ClozeBatch:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
         return ClozeBatch(**moved)
 
+    def tail_window(
+        self, start: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where each row's real tokens from ``start`` on lie, packed to the left of a new tensor.
+
+        ``rows`` picks rows (default: all) and ``start`` holds one position per picked row.
+        Returns ``source`` ``[R, Ls]`` (the column each packed token is read from, clamped into
+        range), ``inside`` ``[R, Ls]`` (a real token, not padding) and ``offsets`` ``[Ls]``.
+        Running a row in two parts over a key/value cache reads its second part this way.
+        """
+        mask = self.attention_mask if rows is None else self.attention_mask[rows]
+        n_left = mask.sum(1) - start
+        offsets = torch.arange(int(n_left.max()), device=start.device)
+        source = (start[:, None] + offsets[None]).clamp(max=self.input_ids.size(1) - 1)
+        return source, offsets[None] < n_left[:, None], offsets
+
+    def tails(self, start: torch.Tensor, pad_id: int) -> tuple[ClozeBatch, torch.Tensor, torch.Tensor]:
+        """The batch from each row's ``start`` on, packed left, its positions shifted to match; with the
+        ``source`` and ``offsets`` of :meth:`tail_window` (to gather embeddings and position ids alike)."""
+        source, inside, offsets = self.tail_window(start)
+        rows = torch.arange(self.input_ids.size(0), device=start.device)[:, None]
+        tail = replace(
+            self,
+            input_ids=torch.where(inside, self.input_ids[rows, source], pad_id),
+            attention_mask=inside.long(),
+            positions=(self.positions - start[:, None]).clamp(min=0),
+            slot_positions=self.slot_positions - start[:, None],
+        )
+        return tail, source, offsets
+
 
 def chat_wrapper(tokenizer) -> tuple[str, str]:
     """Text the tokenizer's chat template puts before and after a user message.

@@ -25,7 +25,7 @@ backbone's inputs in another way turns it off.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -144,21 +144,9 @@ def suffix_inputs(
     Rows in ``group`` start after ``prefix``; the others run whole, the prefix's entries masked out.
     """
     keys, values, before = store.get(model, prefix)
-    n_rows, device = batch.input_ids.size(0), batch.input_ids.device
+    n_rows = batch.input_ids.size(0)
     split = group.long() * len(prefix)  # [R]
-    lengths = batch.attention_mask.sum(1)
-    width = int((lengths - split).max())
-    offsets = torch.arange(width, device=device)
-    source = (split[:, None] + offsets[None]).clamp(max=batch.input_ids.size(1) - 1)  # [R, Ls]
-    inside = offsets[None] < (lengths - split)[:, None]
-    rows = torch.arange(n_rows, device=device)[:, None]
-    suffix = replace(
-        batch,
-        input_ids=torch.where(inside, batch.input_ids[rows, source], model.encoder.pad_id),
-        attention_mask=inside.long(),
-        positions=(batch.positions - split[:, None]).clamp(min=0),
-        slot_positions=batch.slot_positions - split[:, None],
-    )
+    suffix, source, offsets = batch.tails(split, model.encoder.pad_id)
     cache = DynamicCache(config=model.backbone.config)
     for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
         cache.update(k.expand(n_rows, -1, -1, -1), v.expand(n_rows, -1, -1, -1), layer)
@@ -175,5 +163,5 @@ def suffix_inputs(
     if embeds is None:
         inputs["input_ids"] = suffix.input_ids
     else:
-        inputs["inputs_embeds"] = embeds[rows, source]
+        inputs["inputs_embeds"] = embeds[torch.arange(n_rows, device=source.device)[:, None], source]
     return suffix, inputs

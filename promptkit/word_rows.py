@@ -94,10 +94,7 @@ class WordRows:
         stage1 = inputs[cache_argument(model.backbone)]
         mask1 = inputs["attention_mask"][self.base]  # [R2, C]: which of its prompt row's cache entries a row sees
         before = sum(a.n_tokens for a in model.addons.values() if isinstance(a, PrefixTuning))  # entries in front
-        n_rest = batch.attention_mask[self.rest].sum(1) - self.start  # [R2] own tokens
-        offsets = torch.arange(int(n_rest.max()), device=n_rest.device)
-        inside = offsets[None] < n_rest[:, None]
-        source = (self.start[:, None] + offsets[None]).clamp(max=batch.input_ids.size(1) - 1)
+        source, inside, offsets = batch.tail_window(self.start, self.rest)  # each row's own tokens
         rows = self.rest[:, None]
         cache = DynamicCache(config=model.backbone.config)
         for layer, part in enumerate(stage1.layers):

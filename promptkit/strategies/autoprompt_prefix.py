@@ -69,19 +69,7 @@ class SuffixBatch:
         read = batch.positions[batch.gather[:, 0], batch.gather[:, 1]]  # scored positions actually read
         if int(split.min()) < 1 or bool((read < split[batch.gather[:, 0]]).any()):
             return None
-        lengths = batch.attention_mask.sum(1)  # [R]
-        width = int((lengths - split).max())
-        rows = torch.arange(batch.input_ids.size(0), device=model.device)
-        offsets = torch.arange(width, device=model.device)
-        source = (split[:, None] + offsets[None]).clamp(max=batch.input_ids.size(1) - 1)  # [R, Ls]
-        inside = offsets[None] < (lengths - split)[:, None]
-        suffix = replace(
-            batch,
-            input_ids=torch.where(inside, batch.input_ids[rows[:, None], source], model.encoder.pad_id),
-            attention_mask=inside.long(),
-            positions=(batch.positions - split[:, None]).clamp(min=0),
-            slot_positions=batch.slot_positions - split[:, None],
-        )
+        suffix, _, offsets = batch.tails(split, model.encoder.pad_id)
         prefixes = [tuple(batch.input_ids[r, : int(split[r])].tolist()) for r in range(len(split))]
         keys, values, last = (cache if cache is not None else PrefixCache()).lookup(model, prefixes)
         prefix_mask = (torch.arange(keys[0].size(2), device=model.device)[None] < split[:, None]).long()  # [R, Lp]
