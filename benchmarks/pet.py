@@ -9,7 +9,8 @@ are drawn once and every method sees the same rows:
   training; shown as the mean and the best over PVPs (best picked on the evaluation set: an
   optimistic bound);
 - pet: the PET ensemble (PVPs x repetitions) labels the pool, distilled into one model;
-- ipet: iPET (``--generations``), then the same distillation;
+- ipet: iPET (``--generations``), then the same distillation; generation 0 is loaded from the
+  same cell's PET run when it is in ``--output-dir`` (``IPet(start_from=...)``), not trained twice;
 - zero_shot_cf (|T| = 0 only): each untrained PVP, content-free calibrated; mean and best.
 
 Pools: ag_news draws T (uniformly, as PET does; not class-balanced) and the unlabelled pool
@@ -146,6 +147,12 @@ def run_settings(args: argparse.Namespace, task: str, method: str, split: Split)
     return settings
 
 
+def store_folder(args: argparse.Namespace, task: str, seed: int, method: str, split: Split) -> Path:
+    """The PET/iPET member store of one run under ``--output-dir`` (named by its settings)."""
+    settings = run_settings(args, task, method, split)
+    return args.output_dir / f"{task}_T{len(split.train)}_seed{seed}_{method}_{digest(settings, 8)}"
+
+
 def _accuracy(rows: list[dict], predicted: list) -> float:
     return accuracy([row["label"] for row in rows], list(predicted))
 
@@ -154,7 +161,7 @@ def _pvps(names: list[str]) -> list[tuple]:
     return [(load_template(name), load_verbalizer(paired_verbalizer(name))) for name in names]
 
 
-def run_method(method: str, task: str, seed: int, split: Split, backbones: Backbones, args, settings: dict) -> dict:
+def run_method(method: str, task: str, seed: int, split: Split, backbones: Backbones, args) -> dict:
     """Train and evaluate one run; its accuracy (and per-PVP variants) as a dict."""
     member = {"learning_rate": args.lr, "max_steps": args.steps, "batch_size": args.batch_size, "seed": seed,
               "progress": False}  # fmt: skip
@@ -179,9 +186,12 @@ def run_method(method: str, task: str, seed: int, split: Split, backbones: Backb
             gc.collect()
         return {"accuracy": float(np.mean(list(per_pvp.values()))), "per_pvp": per_pvp,
                 "variants": _mean_best(per_pvp)}  # fmt: skip
-    folder = args.output_dir / f"{task}_T{len(split.train)}_seed{seed}_{method}_{digest(settings, 8)}"
+    folder = store_folder(args, task, seed, method, split)
     extra = {"generations": args.generations, "scale_factor": args.scale_factor,
              "sample_ratio": args.sample_ratio} if method == "ipet" else {}  # fmt: skip
+    pet_folder = store_folder(args, task, seed, "pet", split)
+    if method == "ipet" and split.train and (pet_folder / "settings.json").exists():
+        extra["start_from"] = pet_folder  # iPET's generation 0 is this cell's PET ensemble: not trained twice
     strategy = get_strategy(method, pvps=pvps, repetitions=args.repetitions, config=member,
                             distill_config={**member, "max_steps": args.distill_steps}, seed=seed,
                             output_dir=folder, evaluate_on=split.eval, **extra)  # fmt: skip
@@ -246,6 +256,9 @@ def notes_for(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if "rte" in args.tasks:
         notes.append("rte: T = FewGLUE's 32 (same for every seed), pool = SuperGLUE train less T, eval on val.")
     notes.append("pvp_finetune / zero_shot_cf (best): the PVP best on the evaluation set itself (optimistic).")
+    if "ipet" in args.methods:
+        notes.append("ipet with |T| > 0 takes generation 0 from the same cell's PET run (IPet(start_from=...)): "
+                     "its wall time is generations 1.. and the distillation; add PET's for the whole.")  # fmt: skip
     return settings, notes
 
 
@@ -304,7 +317,7 @@ class Runner:
         backbones = self.backbones  # loading is not part of a run's time
         start = time.perf_counter()
         try:
-            result = run_method(method, task, seed, split, backbones, self.args, settings)
+            result = run_method(method, task, seed, split, backbones, self.args)
             error = None
         except Exception as err:  # noqa: BLE001 - one failing run must not end the grid
             logger.exception("%s |T|=%d seed=%d %s failed", task, size, seed, method)

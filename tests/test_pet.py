@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from _train_worker import KEYWORD, TEMPLATE, VERBALIZER
+from safetensors.torch import load_file
 
 from promptkit import PromptModel, Template, Verbalizer
 from promptkit.catalog import list_templates
@@ -209,6 +210,40 @@ def test_resume_skips_finished_members_and_refuses_other_settings(causal, tiny_c
     scores.write_bytes(scores.read_bytes()[:40])  # a truncated member file is named, not a raw SafetensorError
     with pytest.raises(CheckpointError, match=r"member-0-1/scores.safetensors is not a readable safetensors file"):
         Pet(repetitions=2, config=TINY, output_dir=out).fit(fresh, KEYWORD, POOL)
+
+
+def test_ipet_starts_from_a_pet_run(causal, tiny_causal, bpe_tokenizer, tmp_path, fits):
+    """iPET's generation 0 is PET's ensemble: ``start_from`` loads it instead of training it again."""
+    labelled = KEYWORD[:4] + KEYWORD[8:12]
+    pvps = [(TEMPLATE, VERBALIZER), (OVERALL, VERBALIZER)]
+    pet = Pet(pvps=pvps, repetitions=1, config=TINY, seed=3, output_dir=tmp_path / "pet")
+    pet.fit(causal, labelled, POOL)
+    fits.clear()
+
+    def ipet(**options) -> IPet:
+        return IPet(pvps=pvps, repetitions=1, config=TINY, seed=3, generations=2, **options)
+
+    fresh = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, TEMPLATE, VERBALIZER)
+    started = ipet(start_from=tmp_path / "pet", output_dir=tmp_path / "ipet")
+    started.fit(fresh, labelled, POOL)
+    assert started.trained_ == 2 and fits == ["NoneType", "NoneType", "Distillation"]  # generation 1 only
+    first = [m for m in started.members_ if m["generation"] == 0]
+    assert all(m["loaded"] for m in first) and [m["seed"] for m in first] == [m["seed"] for m in pet.members_]
+    for p in range(2):  # the PET run's scores, now also in iPET's own folder
+        pet_scores = load_file(tmp_path / f"pet/generation-0/member-{p}-0/scores.safetensors")
+        own = load_file(tmp_path / f"ipet/generation-0/member-{p}-0/scores.safetensors")
+        torch.testing.assert_close(own["log_probs"], pet_scores["log_probs"], rtol=0, atol=0)
+    # the same iPET trained from scratch: the same generation 0, and so the same pseudo-labels and soft labels
+    fits.clear()
+    scratch = ipet()
+    scratch.fit(PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, TEMPLATE, VERBALIZER), labelled, POOL)
+    assert scratch.trained_ == 4 and scratch.generations_ == started.generations_
+    np.testing.assert_allclose(scratch.soft_labels_, started.soft_labels_, rtol=1e-5, atol=1e-6)
+    fresh = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, TEMPLATE, VERBALIZER)
+    with pytest.raises(CheckpointError, match=r"start_from .*\(1 settings differ.*\n  seed: 3 -> 4"):
+        IPet(pvps=pvps, repetitions=1, config=TINY, seed=4, start_from=tmp_path / "pet").fit(fresh, labelled, POOL)
+    with pytest.raises(CheckpointError, match="holds no PET run"):
+        ipet(start_from=tmp_path / "none").fit(fresh, labelled, POOL)
 
 
 def test_redistill_from_saved_scores(causal, tiny_causal, bpe_tokenizer, tmp_path, fits):

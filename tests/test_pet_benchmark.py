@@ -107,6 +107,11 @@ def test_tiny_grid_writes_json_and_markdown_and_merge_reuses_matching_runs(tiny_
     with pytest.raises(SystemExit):  # the baseline needs the PET run it is measured on
         main([*base, "--methods", "pvp_finetune", "--out", str(tmp_path / "none")])
     assert runs[(4, "pet")]["members"] == 2 and Path(runs[(4, "pet")]["store"]).is_dir()
+    # iPET's generation 0 is the PET run's: loaded from its store, with its accuracies; only generation 1 trained
+    ipet = runs[(4, "ipet")]
+    assert ipet["members_loaded"] == 2 and ipet["members"] == 4
+    assert [m for m in ipet["member_eval"] if m[0] == 0] == runs[(4, "pet")]["member_eval"]
+    assert runs[(0, "ipet")]["members_loaded"] == 0  # no labelled rows: nothing to take over
     table = (first / f"{name}.md").read_text()
     assert "| ag_news | 4 | pet |" in table and "| ag_news | 0 | zero_shot_cf (best) |" in table
     assert payload["aggregates"] and "peak" in payload["peak_rss"]

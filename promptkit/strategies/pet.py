@@ -176,6 +176,7 @@ class Pet(StrategyBase):
             model.template, model.verbalizer = pvps[0]
         store = PetStore(root, self._settings(pvps, rows, soft_t, pool, model))
         store.open()
+        self._take_over(store, rows)
         self.members_, self.generations_, self.trained_ = [], [], 0
         self.pvp_accuracies_: list[float | None] = [None] * len(pvps)
         self._accuracy_known = [False] * len(pvps)
@@ -346,3 +347,6 @@ class Pet(StrategyBase):
 
     def _extra_settings(self) -> dict[str, Any]:
         return {}
+
+    def _take_over(self, store: PetStore, rows: list[dict[str, Any]]) -> None:
+        """Where members come from besides ``store`` (:class:`~promptkit.strategies.pet_ipet.IPet`'s ``start_from``)."""

@@ -19,6 +19,7 @@ from promptkit.lora import LoraSettings
 from promptkit.strategies import pet_data as data
 from promptkit.strategies.pet import Pet
 from promptkit.strategies.pet_math import confidence_sample, ipet_target_size, label_quota, top_confident
+from promptkit.strategies.pet_store import PetStore
 from promptkit.strategies.registry import register
 from promptkit.train_config import TrainConfig
 
@@ -39,6 +40,10 @@ class IPet(Pet):
             (labelled + pseudo-labelled, capped by the unlabelled pool); iPET: 5.
         sample_ratio: the share, in (0, 1], of the previous generation's other members
             that pseudo-label a member's data (at least one); iPET: 0.25.
+        start_from: a finished PET (or iPET) run's ``output_dir``. Its generation-0 members are
+            loaded instead of trained, because generation 0 is PET's ensemble: pass the same
+            PVPs, repetitions, member config, seed and data (the run's ``settings.json`` is
+            compared, naming each difference). They are copied into ``output_dir`` if given.
 
     Pseudo-labelled examples keep the labelled set's label distribution
     (:func:`label_quota`) and are drawn without replacement with probability proportional
@@ -65,15 +70,24 @@ class IPet(Pet):
         scale_factor: int = 5,
         sample_ratio: float = 0.25,
         evaluate_on: Any = None,
+        start_from: str | Path | None = None,
     ) -> None:
         super().__init__(pvps, repetitions, config, distill_config, weighting, temperature, aux_lm_alpha, lora,
                          seed, output_dir, evaluate_on)  # fmt: skip
         self.generations = self.n_generations = data.check_int("IPet", "generations", generations, 1)
         self.scale_factor = data.check_int("IPet", "scale_factor", scale_factor, 1)
         self.sample_ratio = data.check_number("IPet", "sample_ratio", sample_ratio, 0, 1, "a number in (0, 1]")
+        self.start_from = None if start_from is None else str(start_from)
 
     def _extra_settings(self) -> dict[str, Any]:
         return {"generations": self.generations, "scale_factor": self.scale_factor, "sample_ratio": self.sample_ratio}
+
+    def _take_over(self, store: PetStore, rows: list[dict[str, Any]]) -> None:
+        """Generation 0 from ``start_from``: with labelled rows it is PET's ensemble whatever the schedule;
+        without them it is drawn with ``scale_factor`` and ``sample_ratio``, so those must match too."""
+        if self.start_from is not None:
+            schedule = ("strategy", "generations") + (("scale_factor", "sample_ratio") if rows else ())
+            store.take_over(self.start_from, schedule)
 
     def _training_set(self, g, i, p, r, rows, soft_t, pool, previous) -> tuple[list[dict], np.ndarray]:
         """The labelled rows plus rows pseudo-labelled by a random subset of ``previous``' other members."""

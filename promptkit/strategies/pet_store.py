@@ -16,6 +16,9 @@ instead of training them again; :meth:`promptkit.strategies.pet.Pet.distill` red
 the distillation from ``ensemble.safetensors``. A folder written with other settings is
 refused, naming each difference, so scores of another run are never mixed in. The
 fine-tuned members' weights are not kept (each is a whole backbone).
+
+:meth:`PetStore.take_over` lets an iPET run start from a finished PET run's folder: iPET's
+generation 0 *is* PET's ensemble, so those members are copied in instead of trained again.
 """
 
 from __future__ import annotations
@@ -58,6 +61,18 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _differences(before: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """One ``key: saved -> now`` line per differing setting (flattened keys; top-level ``ignore`` skipped)."""
+    old, new = _flat(before), _flat(now)
+    changed = sorted(
+        k for k in old.keys() | new.keys() if k.split(".")[0] not in ignore and old.get(k, ...) != new.get(k, ...)
+    )
+    return [
+        f"  {k}: {_short(old[k]) if k in old else '(not recorded)'} -> {_short(new[k]) if k in new else '(not set)'}"
+        for k in changed
+    ]
+
+
 class PetStore:
     """One PET run's folder; with ``root=None`` nothing is written and nothing is found (no resume).
 
@@ -69,6 +84,7 @@ class PetStore:
     def __init__(self, root: str | Path | None, settings: dict[str, Any]) -> None:
         self.root = None if root is None else Path(root)
         self.settings = json.loads(json.dumps(settings, default=str))  # normalised as read back
+        self.start: PetStore | None = None  # a finished run whose generation-0 members this one takes over
 
     def open(self) -> None:
         """Check an existing folder's settings (CheckpointError naming each difference) or write them."""
@@ -79,20 +95,30 @@ class PetStore:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic.write_text(path, json.dumps(self.settings, indent=1, sort_keys=True))
             return
-        old = read_json(path, CheckpointError)
-        before, now = _flat(old), _flat(self.settings)
-        changed = sorted(k for k in before.keys() | now.keys() if before.get(k, ...) != now.get(k, ...))
-        if changed:
-            lines = [
-                f"  {k}: {_short(before[k]) if k in before else '(not recorded)'} -> "
-                f"{_short(now[k]) if k in now else '(not set)'}"
-                for k in changed
-            ]
+        lines = _differences(read_json(path, CheckpointError), self.settings)
+        if lines:
             raise CheckpointError(
-                f"output_dir {self.root} holds a PET run with other settings ({len(changed)} differ, saved -> now):\n"
+                f"output_dir {self.root} holds a PET run with other settings ({len(lines)} differ, saved -> now):\n"
                 + "\n".join(lines)
                 + "\nUse another output_dir, or the same settings to resume."
             )
+
+    def take_over(self, source: str | Path, ignore: tuple[str, ...]) -> None:
+        """Read generation-0 members this folder lacks from ``source``, a finished run's folder.
+
+        ``source``'s settings must equal this run's apart from the top-level keys in ``ignore``
+        (the iPET schedule); CheckpointError names each difference otherwise. A member read
+        from ``source`` is written into this folder too, so a resume no longer needs ``source``.
+        """
+        start = PetStore(source, {})
+        lines = _differences(start.saved_settings(), self.settings, ignore)
+        if lines:
+            raise CheckpointError(
+                f"start_from {start.root} holds a run whose generation 0 is not this run's "
+                f"({len(lines)} settings differ, saved -> now):\n" + "\n".join(lines)
+                + "\nPass the PVPs, repetitions, member config, seed and data of that run, or no start_from."
+            )  # fmt: skip
+        self.start = start
 
     def member_dir(self, generation: int, pvp: int, repetition: int) -> Path:
         assert self.root is not None
@@ -100,17 +126,23 @@ class PetStore:
 
     def has_member(self, generation: int, pvp: int, repetition: int) -> bool:
         """Whether member (generation, pvp, repetition) finished (its folder is complete)."""
+        if self.start is not None and generation == 0 and self.start.has_member(generation, pvp, repetition):
+            return True
         if self.root is None:
             return False
         return (atomic.recover_dir(self.member_dir(generation, pvp, repetition)) / "member.json").exists()
 
     def load_member(self, generation: int, pvp: int, repetition: int) -> tuple[np.ndarray, dict[str, Any]] | None:
-        """A finished member's ``([N, L] log-probs, member.json)``, or None if it has not finished."""
-        if self.root is None:
-            return None
-        folder = atomic.recover_dir(self.member_dir(generation, pvp, repetition))
-        if not (folder / "member.json").exists():
-            return None
+        """A finished member's ``([N, L] log-probs, member.json)``, or None if it has not finished.
+
+        A generation-0 member missing here is read from :meth:`take_over`'s folder and copied in.
+        """
+        folder = None if self.root is None else atomic.recover_dir(self.member_dir(generation, pvp, repetition))
+        if folder is None or not (folder / "member.json").exists():
+            found = None if self.start is None or generation else self.start.load_member(generation, pvp, repetition)
+            if found is not None:
+                self.save_member(generation, pvp, repetition, *found)
+            return found
         info = read_json(folder / "member.json", CheckpointError)
         tensors = read_safetensors(folder / "scores.safetensors", CheckpointError)
         if not isinstance(info, dict) or "log_probs" not in tensors:
