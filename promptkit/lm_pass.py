@@ -44,7 +44,7 @@ def word_scores(
     embeds = inputs_embeds if words is None or inputs_embeds is None else inputs_embeds[words.first]
     split = None if given or not model.prefix_reuse.applies(model, run) else model.prefix_reuse.split(run, store)
     if split is not None:
-        run, inputs = suffix_inputs(model, run, embeds, *split, store)
+        run, inputs = suffix_inputs(model, run, embeds, *split, store, keep_cache=words is not None)
     else:
         inputs = _whole_inputs(model, run, embeds, keep_cache=words is not None)
     with head_only_at(model.backbone, run.positions), output_features(model.backbone) as features:

@@ -10,11 +10,12 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 import promptkit.model as model_module
 from promptkit import PromptModel, Template, Verbalizer
 from promptkit.prefix import PrefixTuning, prefix_shape
-from promptkit.shared_prefix import PrefixStore
+from promptkit.shared_prefix import PrefixStore, SharedPrefixCache
 
 PREAMBLE = "You are a careful annotator. Read the movie review below and say whether the critic liked the film. "
 # Multi-token words: the causal path adds teacher-forced rows, which must also start after the prefix.
 WORDS = Verbalizer({0: ["terrible", "a waste of time"], 1: ["great", "wonderful fun"]})
+ONE_TOKEN = Verbalizer({0: ["terrible"], 1: ["great"]})  # one row per example (no teacher-forced rows)
 ROWS = [
     {"text": "a charming journey."},
     {"text": "bleak, slow and desperate, with a plot that never arrives anywhere at all"},
@@ -74,9 +75,27 @@ def _assert_same_with_and_without(model: PromptModel, rows, runs: int = 1) -> No
         PREAMBLE + "Review: {{ text }} It was {{ mask }}, the critic said.",  # mask mid-prompt: filled-in rows
     ],
 )
-def test_reuse_gives_the_same_scores(text, backbone, bpe_tokenizer):
-    model = PromptModel(backbone, bpe_tokenizer, Template(text), WORDS)
+@pytest.mark.parametrize("words", [WORDS, ONE_TOKEN], ids=["multi-token", "one-token"])
+def test_reuse_gives_the_same_scores(text, words, backbone, bpe_tokenizer):
+    model = PromptModel(backbone, bpe_tokenizer, Template(text), words)
     _assert_same_with_and_without(model, ROWS)
+
+
+def test_the_inference_pass_keeps_only_the_shared_prefix(backbone, bpe_tokenizer, monkeypatch):
+    """Without later passes (one-token words) the suffix pass leaves the prefix's one row of entries as it was."""
+    caches = []
+    built = SharedPrefixCache.__init__
+
+    def spy(self, *args, **kwargs):
+        built(self, *args, **kwargs)
+        caches.append((self, [tuple(layer.keys.shape) for layer in self.layers]))
+
+    monkeypatch.setattr(SharedPrefixCache, "__init__", spy)
+    model = PromptModel(backbone, bpe_tokenizer, Template(PREAMBLE + "Review: {{ text }} It was {{ mask }}"), ONE_TOKEN)
+    _assert_same_with_and_without(model, ROWS)
+    ((cache, shapes),) = caches
+    assert all(shape[0] == 1 and shape[-2] > 16 for shape in shapes)  # [1, heads, prefix, d]
+    assert [tuple(layer.keys.shape) for layer in cache.layers] == shapes
 
 
 def test_rows_that_lack_the_prefix_run_whole(backbone, bpe_tokenizer):
@@ -119,8 +138,7 @@ def test_caches_are_kept_across_batches_and_short_prefixes_are_not_reused(backbo
         for _, batch in model.batches(ROWS):
             model(batch, prefix_store=store)
     assert store.runs == 1  # three batches, one prefix run
-    one_token = Verbalizer({0: ["terrible"], 1: ["great"]})  # one row per example (no teacher-forced rows)
-    short = PromptModel(backbone, bpe_tokenizer, Template("Review: {{ text }} It was {{ mask }}"), one_token)
+    short = PromptModel(backbone, bpe_tokenizer, Template("Review: {{ text }} It was {{ mask }}"), ONE_TOKEN)
     _assert_same_with_and_without(short, ROWS, runs=0)  # "Review:" is under min_tokens: whole rows
 
 
