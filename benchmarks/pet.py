@@ -9,8 +9,9 @@ are drawn once and every method sees the same rows:
   training; shown as the mean and the best over PVPs (best picked on the evaluation set: an
   optimistic bound);
 - pet: the PET ensemble (PVPs x repetitions) labels the pool, distilled into one model;
-- ipet: iPET (``--generations``), then the same distillation; generation 0 is loaded from the
-  same cell's PET run when it is in ``--output-dir`` (``IPet(start_from=...)``), not trained twice;
+- ipet: iPET (``--generations``), then the same distillation; generations the cell has trained
+  already are loaded from ``--output-dir`` (``IPet(start_from=...)``): those of an iPET run with
+  fewer generations, else generation 0 from the PET run;
 - zero_shot_cf (|T| = 0 only): each untrained PVP, content-free calibrated; mean and best.
 
 Pools: ag_news draws T (uniformly, as PET does; not class-balanced) and the unlabelled pool
@@ -153,6 +154,15 @@ def store_folder(args: argparse.Namespace, task: str, seed: int, method: str, sp
     return args.output_dir / f"{task}_T{len(split.train)}_seed{seed}_{method}_{digest(settings, 8)}"
 
 
+def start_folder(args: argparse.Namespace, task: str, seed: int, split: Split) -> Path | None:
+    """The store iPET starts from: this cell's iPET run with the most generations short of ``--generations``,
+    else (with labelled rows) its PET run, whose members are iPET's generation 0; None if neither ran."""
+    shorter = [argparse.Namespace(**{**vars(args), "generations": g}) for g in range(args.generations - 1, 0, -1)]
+    folders = [store_folder(a, task, seed, "ipet", split) for a in shorter]
+    folders += [store_folder(args, task, seed, "pet", split)] if split.train else []
+    return next((folder for folder in folders if (folder / "settings.json").exists()), None)
+
+
 def _accuracy(rows: list[dict], predicted: list) -> float:
     return accuracy([row["label"] for row in rows], list(predicted))
 
@@ -189,9 +199,9 @@ def run_method(method: str, task: str, seed: int, split: Split, backbones: Backb
     folder = store_folder(args, task, seed, method, split)
     extra = {"generations": args.generations, "scale_factor": args.scale_factor,
              "sample_ratio": args.sample_ratio} if method == "ipet" else {}  # fmt: skip
-    pet_folder = store_folder(args, task, seed, "pet", split)
-    if method == "ipet" and split.train and (pet_folder / "settings.json").exists():
-        extra["start_from"] = pet_folder  # iPET's generation 0 is this cell's PET ensemble: not trained twice
+    start = start_folder(args, task, seed, split) if method == "ipet" else None
+    if start is not None:
+        extra["start_from"] = start  # generations this cell has trained already are not trained twice
     strategy = get_strategy(method, pvps=pvps, repetitions=args.repetitions, config=member,
                             distill_config={**member, "max_steps": args.distill_steps}, seed=seed,
                             output_dir=folder, evaluate_on=split.eval, **extra)  # fmt: skip
@@ -257,8 +267,9 @@ def notes_for(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         notes.append("rte: T = FewGLUE's 32 (same for every seed), pool = SuperGLUE train less T, eval on val.")
     notes.append("pvp_finetune / zero_shot_cf (best): the PVP best on the evaluation set itself (optimistic).")
     if "ipet" in args.methods:
-        notes.append("ipet with |T| > 0 takes generation 0 from the same cell's PET run (IPet(start_from=...)): "
-                     "its wall time is generations 1.. and the distillation; add PET's for the whole.")  # fmt: skip
+        notes.append("ipet starts from the generations the same cell has run (IPet(start_from=...)): "
+                     "generation 0 from its PET run, or those of an iPET run with fewer generations; "
+                     "its wall time is the rest.")  # fmt: skip
     return settings, notes
 
 

@@ -212,7 +212,7 @@ def test_resume_skips_finished_members_and_refuses_other_settings(causal, tiny_c
         Pet(repetitions=2, config=TINY, output_dir=out).fit(fresh, KEYWORD, POOL)
 
 
-def test_ipet_starts_from_a_pet_run(causal, tiny_causal, bpe_tokenizer, tmp_path, fits):
+def test_ipet_starts_from_finished_runs(causal, tiny_causal, bpe_tokenizer, tmp_path, fits):
     """iPET's generation 0 is PET's ensemble: ``start_from`` loads it instead of training it again."""
     labelled = KEYWORD[:4] + KEYWORD[8:12]
     pvps = [(TEMPLATE, VERBALIZER), (OVERALL, VERBALIZER)]
@@ -239,6 +239,17 @@ def test_ipet_starts_from_a_pet_run(causal, tiny_causal, bpe_tokenizer, tmp_path
     scratch.fit(PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, TEMPLATE, VERBALIZER), labelled, POOL)
     assert scratch.trained_ == 4 and scratch.generations_ == started.generations_
     np.testing.assert_allclose(scratch.soft_labels_, started.soft_labels_, rtol=1e-5, atol=1e-6)
+    # a third generation extends the finished 2-generation run: only generation 2 trains
+    fits.clear()
+    longer = IPet(pvps=pvps, repetitions=1, config=TINY, seed=3, generations=3, start_from=tmp_path / "ipet")
+    longer.fit(PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, TEMPLATE, VERBALIZER), labelled, POOL)
+    assert longer.trained_ == 2 and longer.generations_[:2] == started.generations_ and len(longer.generations_) == 3
+    # another schedule: the 2-generation iPET run's generation 1 is not this run's, its generation 0 is
+    fits.clear()
+    other = IPet(pvps=pvps, repetitions=1, config=TINY, seed=3, generations=2, scale_factor=2,
+                 start_from=tmp_path / "ipet")  # fmt: skip
+    other.fit(PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, TEMPLATE, VERBALIZER), labelled, POOL)
+    assert other.trained_ == 2 and all(m["loaded"] == (m["generation"] == 0) for m in other.members_)
     fresh = PromptModel(copy.deepcopy(tiny_causal), bpe_tokenizer, TEMPLATE, VERBALIZER)
     with pytest.raises(CheckpointError, match=r"start_from .*\(1 settings differ.*\n  seed: 3 -> 4"):
         IPet(pvps=pvps, repetitions=1, config=TINY, seed=4, start_from=tmp_path / "pet").fit(fresh, labelled, POOL)

@@ -40,10 +40,13 @@ class IPet(Pet):
             (labelled + pseudo-labelled, capped by the unlabelled pool); iPET: 5.
         sample_ratio: the share, in (0, 1], of the previous generation's other members
             that pseudo-label a member's data (at least one); iPET: 0.25.
-        start_from: a finished PET (or iPET) run's ``output_dir``. Its generation-0 members are
-            loaded instead of trained, because generation 0 is PET's ensemble: pass the same
-            PVPs, repetitions, member config, seed and data (the run's ``settings.json`` is
-            compared, naming each difference). They are copied into ``output_dir`` if given.
+        start_from: a finished PET or iPET run's ``output_dir``, whose members are loaded
+            instead of trained where this run would train them alike: generation 0 of a PET
+            run (it *is* PET's ensemble), every generation of an iPET run with the same
+            schedule (so 3 generations extend a finished 2-generation run). The PVPs,
+            repetitions, member config, seed and data must be that run's (its
+            ``settings.json`` is compared, naming each difference). Loaded members are
+            copied into ``output_dir`` if given.
 
     Pseudo-labelled examples keep the labelled set's label distribution
     (:func:`label_quota`) and are drawn without replacement with probability proportional
@@ -83,11 +86,10 @@ class IPet(Pet):
         return {"generations": self.generations, "scale_factor": self.scale_factor, "sample_ratio": self.sample_ratio}
 
     def _take_over(self, store: PetStore, rows: list[dict[str, Any]]) -> None:
-        """Generation 0 from ``start_from``: with labelled rows it is PET's ensemble whatever the schedule;
-        without them it is drawn with ``scale_factor`` and ``sample_ratio``, so those must match too."""
+        """Generations from ``start_from``: with labelled rows, generation 0 is PET's ensemble whatever the
+        schedule; without them it is drawn with ``scale_factor`` and ``sample_ratio``, so those must match."""
         if self.start_from is not None:
-            schedule = ("strategy", "generations") + (("scale_factor", "sample_ratio") if rows else ())
-            store.take_over(self.start_from, schedule)
+            store.take_over(self.start_from, ("scale_factor", "sample_ratio"), labelled=bool(rows))
 
     def _training_set(self, g, i, p, r, rows, soft_t, pool, previous) -> tuple[list[dict], np.ndarray]:
         """The labelled rows plus rows pseudo-labelled by a random subset of ``previous``' other members."""

@@ -17,8 +17,9 @@ the distillation from ``ensemble.safetensors``. A folder written with other sett
 refused, naming each difference, so scores of another run are never mixed in. The
 fine-tuned members' weights are not kept (each is a whole backbone).
 
-:meth:`PetStore.take_over` lets an iPET run start from a finished PET run's folder: iPET's
-generation 0 *is* PET's ensemble, so those members are copied in instead of trained again.
+:meth:`PetStore.take_over` lets an iPET run start from a finished run's folder: iPET's
+generation 0 *is* PET's ensemble, and an iPET run's generations are those of any longer run
+with its settings, so those members are copied in instead of trained again.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class PetStore:
     def __init__(self, root: str | Path | None, settings: dict[str, Any]) -> None:
         self.root = None if root is None else Path(root)
         self.settings = json.loads(json.dumps(settings, default=str))  # normalised as read back
-        self.start: PetStore | None = None  # a finished run whose generation-0 members this one takes over
+        self.start: PetStore | None = None  # a finished run whose first generations this one takes over
+        self.shared = 0  # how many (take_over)
 
     def open(self) -> None:
         """Check an existing folder's settings (CheckpointError naming each difference) or write them."""
@@ -103,22 +105,32 @@ class PetStore:
                 + "\nUse another output_dir, or the same settings to resume."
             )
 
-    def take_over(self, source: str | Path, ignore: tuple[str, ...]) -> None:
-        """Read generation-0 members this folder lacks from ``source``, a finished run's folder.
+    def take_over(self, source: str | Path, schedule: tuple[str, ...], labelled: bool) -> int:
+        """Read the members this run would train alike from ``source``, a finished PET or iPET run's folder.
 
-        ``source``'s settings must equal this run's apart from the top-level keys in ``ignore``
-        (the iPET schedule); CheckpointError names each difference otherwise. A member read
-        from ``source`` is written into this folder too, so a resume no longer needs ``source``.
+        Generation g depends only on the settings and on the generations before it. So every
+        generation of ``source`` is taken when its settings equal this run's apart from
+        ``strategy`` and ``generations``; with ``labelled`` rows, generation 0 (PET's ensemble)
+        alone when the ``schedule`` keys differ too. CheckpointError names each difference
+        otherwise. A member read from ``source`` is written into this folder too, so a resume
+        no longer needs ``source``. Returns how many generations are taken.
         """
         start = PetStore(source, {})
-        lines = _differences(start.saved_settings(), self.settings, ignore)
-        if lines:
-            raise CheckpointError(
-                f"start_from {start.root} holds a run whose generation 0 is not this run's "
-                f"({len(lines)} settings differ, saved -> now):\n" + "\n".join(lines)
-                + "\nPass the PVPs, repetitions, member config, seed and data of that run, or no start_from."
-            )  # fmt: skip
-        self.start = start
+        saved = start.saved_settings()
+        runs = ("strategy", "generations")
+        if not _differences(saved, self.settings, runs):
+            shared = int(saved.get("generations", 1))
+        else:
+            lines = _differences(saved, self.settings, runs + schedule if labelled else runs)
+            if lines:
+                raise CheckpointError(
+                    f"start_from {start.root} holds a run whose generation 0 is not this run's "
+                    f"({len(lines)} settings differ, saved -> now):\n" + "\n".join(lines)
+                    + "\nPass the PVPs, repetitions, member config, seed and data of that run, or no start_from."
+                )  # fmt: skip
+            shared = 1
+        self.start, self.shared = start, shared
+        return shared
 
     def member_dir(self, generation: int, pvp: int, repetition: int) -> Path:
         assert self.root is not None
@@ -126,7 +138,7 @@ class PetStore:
 
     def has_member(self, generation: int, pvp: int, repetition: int) -> bool:
         """Whether member (generation, pvp, repetition) finished (its folder is complete)."""
-        if self.start is not None and generation == 0 and self.start.has_member(generation, pvp, repetition):
+        if self.start is not None and generation < self.shared and self.start.has_member(generation, pvp, repetition):
             return True
         if self.root is None:
             return False
@@ -135,11 +147,12 @@ class PetStore:
     def load_member(self, generation: int, pvp: int, repetition: int) -> tuple[np.ndarray, dict[str, Any]] | None:
         """A finished member's ``([N, L] log-probs, member.json)``, or None if it has not finished.
 
-        A generation-0 member missing here is read from :meth:`take_over`'s folder and copied in.
+        A member of a generation :meth:`take_over` took, missing here, is read from there and copied in.
         """
         folder = None if self.root is None else atomic.recover_dir(self.member_dir(generation, pvp, repetition))
         if folder is None or not (folder / "member.json").exists():
-            found = None if self.start is None or generation else self.start.load_member(generation, pvp, repetition)
+            taken = self.start is not None and generation < self.shared
+            found = self.start.load_member(generation, pvp, repetition) if taken else None
             if found is not None:
                 self.save_member(generation, pvp, repetition, *found)
             return found
