@@ -105,7 +105,7 @@ class PetStore:
                 + "\nUse another output_dir, or the same settings to resume."
             )
 
-    def take_over(self, source: str | Path, schedule: tuple[str, ...], labelled: bool) -> int:
+    def take_over(self, source: str | Path, schedule: tuple[str, ...], labelled: bool) -> None:
         """Read the members this run would train alike from ``source``, a finished PET or iPET run's folder.
 
         Generation g depends only on the settings and on the generations before it. So every
@@ -113,7 +113,7 @@ class PetStore:
         ``strategy`` and ``generations``; with ``labelled`` rows, generation 0 (PET's ensemble)
         alone when the ``schedule`` keys differ too. CheckpointError names each difference
         otherwise. A member read from ``source`` is written into this folder too, so a resume
-        no longer needs ``source``. Returns how many generations are taken.
+        no longer needs ``source``. :attr:`shared` says how many generations are taken.
         """
         start = PetStore(source, {})
         saved = start.saved_settings()
@@ -130,7 +130,6 @@ class PetStore:
                 )  # fmt: skip
             shared = 1
         self.start, self.shared = start, shared
-        return shared
 
     def member_dir(self, generation: int, pvp: int, repetition: int) -> Path:
         assert self.root is not None
