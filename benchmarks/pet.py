@@ -178,8 +178,8 @@ def run_method(method: str, task: str, seed: int, split: Split, backbones: Backb
     if method == "head_finetune":
         options = Settings(args.steps, args.batch_size, 0, args.max_length, {"head_finetune": args.lr_head})
         labelled = Split(split.fields, split.train, [], split.eval)  # the pool has no labels: no dev set
-        return {"accuracy": _accuracy(split.eval, run_head_finetune(backbones, get_task(task).labels, labelled,
-                                                                    options, seed))}  # fmt: skip
+        outcome = run_head_finetune(backbones, get_task(task).labels, labelled, options, seed)
+        return {"accuracy": _accuracy(split.eval, outcome.predicted)}
     pvps = _pvps(args.pvp_names[task])
 
     def prompt_model(template, verbalizer) -> PromptModel:

@@ -26,6 +26,11 @@ def test_few_shot_benchmark_writes_rows_and_table(tmp_path):
         assert 0.0 <= run["accuracy"] <= 1.0 and 0.0 <= run["macro_f1"] <= 1.0
         assert (run["task"], run["k"], run["seed"], run["n_train"], run["n_eval"]) == ("sst2", 4, 13, 8, 16)
         assert run["seconds"] > 0
+        if run["method"] in ("prompt_finetune", "head_finetune"):  # dev accuracy after steps 1 and 2
+            assert [step for step, _ in run["dev_scores"]] == [1, 2]
+            assert all(0.0 <= score <= 1.0 for _, score in run["dev_scores"])
+        if run["method"] == "zero_shot":
+            assert "dev_scores" not in run
     assert {(a["method"], a["n_seeds"]) for a in payload["aggregates"]} == {(m, 1) for m in METHODS}
     table = (tmp_path / "few_shot_splade-tiny.md").read_text()
     assert all(f"| sst2 | {method} |" in table for method in METHODS)
