@@ -136,13 +136,16 @@ def _run_prefix(model: Any, prefix: tuple[int, ...]) -> Entry:
 
 
 class SharedPrefixCache(DynamicCache):
-    """A key/value cache over one prefix's entries (``[1, heads, P, d]`` per layer) that keeps nothing new.
+    """A key/value cache over prefix entries that keeps nothing new.
 
-    Each layer hands its attention ``[prefix | the rows' own keys]`` and drops the
-    concatenation once the layer is done. A :class:`~transformers.DynamicCache` would keep
-    every layer's ``rows x (P + own)`` copy until the pass ends, so a batch's peak memory grew
-    with its rows and its prefix's length (about 250 MiB more for 40 SST-2 train phrases of 55
-    tokens). For passes nobody continues: the inference pass over the suffixes.
+    Per layer the prefix is ``[1, heads, P, d]`` (one prefix shared by every row) or
+    ``[R, heads, P, d]`` (each row's own; a pass over ``k * R`` rows tiles them ``k`` times,
+    the :func:`~promptkit.strategies.autoprompt_search.tile_batch` layout). Each layer hands its
+    attention ``[prefix | the rows' own keys]`` and drops the concatenation once the layer is
+    done. A :class:`~transformers.DynamicCache` would keep every layer's ``rows x (P + own)``
+    copy until the pass ends, so a batch's peak memory grew with its rows and its prefix's
+    length (about 250 MiB more for 40 SST-2 train phrases of 55 tokens). For passes nobody
+    continues: the inference pass over the suffixes, AutoPrompt's candidate scoring.
     """
 
     def __init__(self, config: Any, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
@@ -155,9 +158,16 @@ class SharedPrefixCache(DynamicCache):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         layer, rows = self.layers[layer_idx], key_states.size(0)
         return (
-            torch.cat([layer.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
-            torch.cat([layer.values.expand(rows, -1, -1, -1), value_states], dim=-2),
+            torch.cat([_tiled(layer.keys, rows), key_states], dim=-2),
+            torch.cat([_tiled(layer.values, rows), value_states], dim=-2),
         )
+
+
+def _tiled(prefix: torch.Tensor, rows: int) -> torch.Tensor:
+    """``[rows, heads, P, d]`` from a ``[1 or R, heads, P, d]`` prefix (``rows`` a multiple of ``R``)."""
+    if prefix.size(0) == 1:
+        return prefix.expand(rows, -1, -1, -1)
+    return prefix.repeat(rows // prefix.size(0), 1, 1, 1)
 
 
 def suffix_inputs(

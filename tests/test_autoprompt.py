@@ -134,6 +134,9 @@ def test_suffix_scoring_equals_whole_rows_scores_and_gradients(text, words, tiny
     part_embeds = split.embeddings(model).detach().requires_grad_()
     part = split.scores(model, part_embeds)
     torch.testing.assert_close(part, whole, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # candidates are scored as copies of the batch (tile_batch layout), each its prefix's
+        tiled = split.scores(model, part_embeds.detach().repeat(3, 1, 1), copies=3)
+    torch.testing.assert_close(tiled, whole.detach().repeat(3, 1), rtol=1e-5, atol=1e-5)
     (whole.sum() + part.sum()).backward()
     rows = torch.arange(batch.input_ids.size(0))[:, None]
     grad_at = lambda embeds, view: embeds.grad[rows, view.slot_positions]  # noqa: E731

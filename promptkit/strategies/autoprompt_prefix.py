@@ -26,6 +26,7 @@ from transformers import DynamicCache
 from promptkit.cloze import ClozeBatch
 from promptkit.prefix import cache_argument
 from promptkit.scoring import combine_words, head_only_at, word_log_probs
+from promptkit.shared_prefix import SharedPrefixCache
 from promptkit.strategies.autoprompt_search import tile_batch
 from promptkit.strategies.autoprompt_triggers import TriggerTokens
 
@@ -111,9 +112,7 @@ class SuffixBatch:
     def scores(self, model, embeds: torch.Tensor, copies: int = 1) -> torch.Tensor:
         """``[copies * B, L]`` label scores of ``embeds`` (``[copies * R, Ls, H]``, :func:`tile_batch` layout)."""
         suffix = tile_batch(self.suffix, copies) if copies > 1 else self.suffix
-        cache = DynamicCache(config=model.backbone.config)
-        for layer, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
-            cache.update(k.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1), layer)
+        cache = SharedPrefixCache(model.backbone.config, self.keys, self.values)  # tiled per layer, not kept
         mask = torch.cat([self.prefix_mask.repeat(copies, 1), suffix.attention_mask], dim=1)
         with head_only_at(model.backbone, suffix.positions):
             logits = model.backbone(
