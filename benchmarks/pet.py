@@ -149,8 +149,12 @@ def run_settings(args: argparse.Namespace, task: str, method: str, split: Split)
 
 
 def store_folder(args: argparse.Namespace, task: str, seed: int, method: str, split: Split) -> Path:
-    """The PET/iPET member store of one run under ``--output-dir`` (named by its settings)."""
-    settings = run_settings(args, task, method, split)
+    """The PET/iPET member store of one run under ``--output-dir``, named by the settings its members depend on.
+
+    ``--distill-steps`` is left out: runs that differ only there share the members and their
+    ensemble, and only redo the distillation (e.g. a longer one, without retraining any member).
+    """
+    settings = {k: v for k, v in run_settings(args, task, method, split).items() if k != "distill_steps"}
     return args.output_dir / f"{task}_T{len(split.train)}_seed{seed}_{method}_{digest(settings, 8)}"
 
 

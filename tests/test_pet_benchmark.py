@@ -122,3 +122,11 @@ def test_tiny_grid_writes_json_and_markdown_and_merge_reuses_matching_runs(tiny_
     other = main([*base, "--sizes", "4", "--methods", "head_finetune", "--lr-head", "1e-3",
                   "--out", str(tmp_path / "third"), "--merge", str(first / f"{name}.json")])  # fmt: skip
     assert [run["reused"] for run in other["runs"]] == [False]  # another learning rate: run again
+    # another distillation: the members and the ensemble come from the same stores, only the distillation runs
+    longer = main([*base, "--methods", "pet", "ipet", "--distill-steps", "3", "--out", str(tmp_path / "fourth"),
+                   "--merge", str(first / f"{name}.json")])  # fmt: skip
+    again = {(r["size"], r["method"]): r for r in longer["runs"]}
+    for key in ((4, "pet"), (4, "ipet"), (0, "ipet")):
+        assert not again[key]["reused"] and again[key]["settings"]["distill_steps"] == 3
+        assert again[key]["store"] == runs[key]["store"]
+        assert again[key]["members_loaded"] == again[key]["members"] == runs[key]["members"]
