@@ -46,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, write_results  # noqa: E402
 from _few_shot_methods import EVAL_BATCH, Backbones, Settings, Split, run_head_finetune  # noqa: E402
-from _metrics import accuracy  # noqa: E402
+from _metrics import accuracy as accuracy_of  # noqa: E402
 from _pet_data import SST2_PER_CLASS, draw_pools, load_files  # noqa: E402
 from _pet_report import STD, aggregate, digest, earlier_runs, markdown, merge_key, plot  # noqa: E402
 
@@ -168,15 +168,27 @@ def start_folder(args: argparse.Namespace, task: str, seed: int, split: Split) -
 
 
 def _accuracy(rows: list[dict], predicted: list) -> float:
-    return accuracy([row["label"] for row in rows], list(predicted))
+    return accuracy_of([row["label"] for row in rows], list(predicted))
+
+
+def hidden_labels(split: Split, files: dict) -> list:
+    """The labels the unlabelled pool's rows had in the data (their ``_pos`` in ``files["pool"]``)."""
+    return [files["pool"][row["_pos"]]["label"] for row in split.dev]
 
 
 def _pvps(names: list[str]) -> list[tuple]:
     return [(load_template(name), load_verbalizer(paired_verbalizer(name))) for name in names]
 
 
-def run_method(method: str, task: str, seed: int, split: Split, backbones: Backbones, args) -> dict:
-    """Train and evaluate one run; its accuracy (and per-PVP variants) as a dict."""
+def run_method(
+    method: str, task: str, seed: int, split: Split, backbones: Backbones, args, pool_labels: list | None = None
+) -> dict:
+    """Train and evaluate one run; its accuracy (and per-PVP variants) as a dict.
+
+    ``pool_labels`` are the unlabelled pool's hidden labels (the data has them; the methods never
+    see them): with them, a PET/iPET run also reports its ensemble's accuracy on the pool, so that
+    the distillation's loss or gain against the ensemble it learns from can be read off.
+    """
     member = {"learning_rate": args.lr, "max_steps": args.steps, "batch_size": args.batch_size, "seed": seed,
               "progress": False}  # fmt: skip
     if method == "head_finetune":
@@ -211,10 +223,13 @@ def run_method(method: str, task: str, seed: int, split: Split, backbones: Backb
                             output_dir=folder, evaluate_on=split.eval, **extra)  # fmt: skip
     model = strategy.fit(prompt_model(*pvps[0]).clone(), split.train, split.dev)
     accuracy = _accuracy(split.eval, model.predict(split.eval, progress=False))
+    labels = model.verbalizer.labels
+    pooled = [labels[i] for i in strategy.soft_labels_.argmax(-1)]  # the ensemble's hard labels of the pool
+    ensemble = accuracy_of(pool_labels, pooled) if pool_labels is not None else None
     trained = [m for m in strategy.members_ if not m.get("error")]
     member_eval = [[m["generation"], m["pvp"], m["eval_accuracy"], m.get("seconds")] for m in trained]
     return {"accuracy": accuracy, "store": str(folder), "pvp_accuracies": strategy.pvp_accuracies_,
-            "member_eval": member_eval,
+            "member_eval": member_eval, "pool_ensemble_accuracy": ensemble,
             "members": len(trained), "members_loaded": sum(bool(m.get("loaded")) for m in trained),
             "member_errors": [m["error"] for m in strategy.members_ if m.get("error")],
             "generations": strategy.generations_}  # fmt: skip
@@ -315,12 +330,12 @@ class Runner:
                 for seed in self.args.seeds:
                     split = draw_pools(task, size, seed, self.args.unlabeled, self.args.eval_limit, files[task])
                     for method in (m for m in self.args.methods if applies(m, size) and m != "pvp_finetune"):
-                        row = self.run_one(task, size, seed, method, split)
+                        row = self.run_one(task, size, seed, method, split, hidden_labels(split, files[task]))
                         if method == "pet" and "pvp_finetune" in self.args.methods:
                             self.rows.append(pvp_finetune_row(row, self.args.pvp_names[task]))
                         save()
 
-    def run_one(self, task: str, size: int, seed: int, method: str, split: Split) -> dict:
+    def run_one(self, task: str, size: int, seed: int, method: str, split: Split, pool_labels: list) -> dict:
         settings = run_settings(self.args, task, method, split)
         about = {"task": task, "size": size, "seed": seed, "method": method, "settings": settings}
         earlier = self.earlier.get(merge_key(about))
@@ -332,7 +347,7 @@ class Runner:
         backbones = self.backbones  # loading is not part of a run's time
         start = time.perf_counter()
         try:
-            result = run_method(method, task, seed, split, backbones, self.args)
+            result = run_method(method, task, seed, split, backbones, self.args, pool_labels)
             error = None
         except Exception as err:  # noqa: BLE001 - one failing run must not end the grid
             logger.exception("%s |T|=%d seed=%d %s failed", task, size, seed, method)

@@ -53,7 +53,7 @@ def test_aggregate_mean_std_variants_and_failures():
         return {"task": "sst2", "size": 32, "seed": seed, "method": method, "accuracy": accuracy, "seconds": 10.0,
                 "peak_rss_mib": 100.0 + seed, **extra}  # fmt: skip
 
-    rows = [row(13, "pet", 0.5), row(21, "pet", 0.7), row(42, "pet", None, error="boom"),
+    rows = [row(13, "pet", 0.5, pool_ensemble_accuracy=0.8), row(21, "pet", 0.7), row(42, "pet", None, error="boom"),
             row(13, "pvp_finetune", 0.6, variants={"mean": 0.6, "best": 0.8}),
             row(13, "ipet", None, error="boom")]  # fmt: skip
     by_method = {a["method"]: a for a in aggregate(rows)}
@@ -62,9 +62,10 @@ def test_aggregate_mean_std_variants_and_failures():
     assert pet["accuracy_mean"] == pytest.approx(0.6) and pet["accuracy_std"] == pytest.approx(0.1414, abs=1e-4)
     assert by_method["pvp_finetune (best)"]["accuracy_mean"] == 0.8
     assert by_method["ipet"]["n_seeds"] == 0
+    assert (pet["pool_ensemble_mean"], pet["pool_ensemble_seeds"]) == (0.8, 1)  # only the seed that measured it
     table = markdown(aggregate(rows), ["settings line"], ["a note"])
-    assert "| sst2 | 32 | pet | 60.0 ± 14.1 | 2 (1 failed) | 10 | 121 |" in table
-    assert "| sst2 | 32 | pvp_finetune (mean) | 60.0 | 1 | 10 | 113 |" in table
+    assert "| sst2 | 32 | pet | 60.0 ± 14.1 | 2 (1 failed) | 10 | 121 | 80.0 (1 of 2 seeds) |" in table
+    assert "| sst2 | 32 | pvp_finetune (mean) | 60.0 | 1 | 10 | 113 |  |" in table
     assert "| sst2 | 32 | ipet | failed | 0 (1 failed) |" in table and "- settings line" in table
 
 
@@ -112,6 +113,8 @@ def test_tiny_grid_writes_json_and_markdown_and_merge_reuses_matching_runs(tiny_
     assert ipet["members_loaded"] == 2 and ipet["members"] == 4
     assert [m for m in ipet["member_eval"] if m[0] == 0] == runs[(4, "pet")]["member_eval"]
     assert runs[(0, "ipet")]["members_loaded"] == 0  # no labelled rows: nothing to take over
+    for key in ((4, "pet"), (4, "ipet"), (0, "ipet")):  # the teacher, scored with the pool's hidden labels
+        assert 0.0 <= runs[key]["pool_ensemble_accuracy"] <= 1.0
     table = (first / f"{name}.md").read_text()
     assert "| ag_news | 4 | pet |" in table and "| ag_news | 0 | zero_shot_cf (best) |" in table
     assert payload["aggregates"] and "peak" in payload["peak_rss"]
