@@ -279,7 +279,9 @@ def notes_for(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     notes = ["no dev set: every method is evaluated at its last step (PET's setting)."]
     if "ag_news" in args.tasks:
         notes.append("ag_news: only its test file exists here; T (uniform, not class-balanced) and the unlabelled "
-                     "pool are drawn from it with the seed, and accuracy is on a disjoint part of it.")  # fmt: skip
+                     "pool are drawn from it with the seed, and accuracy is on a disjoint part of it (T is the "
+                     f"front of a seeded order, the pool and evaluation rows follow its first {max(args.sizes)} "
+                     "rows = max(--sizes), so they depend on the largest |T| of the run).")  # fmt: skip
     if "sst2" in args.tasks:
         notes.append(f"sst2: T = {SST2_PER_CLASS} per class from train, pool from the rest of train, eval on dev.")
     if "rte" in args.tasks:
