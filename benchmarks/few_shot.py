@@ -425,8 +425,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "confusion_matrix": "per run: rows are true labels, columns predicted, both in labels[task] order",
                    "runs": runner.rows, "aggregates": aggregates}  # fmt: skip
         # Columns: the K's only where a task draws K-shot sets, "FewCLUE sets" only where one uses FewCLUE's.
-        kshot = any(task not in FEWCLUE for task in args.tasks)
-        ks = [*(args.k if kshot else []), *([FEWCLUE_K] if any(task in FEWCLUE for task in args.tasks) else [])]
+        kshot, fewclue = any(t not in FEWCLUE for t in args.tasks), any(t in FEWCLUE for t in args.tasks)
+        ks = [*(args.k if kshot else []), *([FEWCLUE_K] if fewclue else [])]
         table = markdown(aggregates, args.tasks, methods, ks, notes)
         write_results(name, payload, table, out)
         plot(aggregates, args.tasks, methods, out / f"{name}.png", plot_title(runner.config), runner.rows)
